@@ -1,0 +1,33 @@
+# Two entry points (see README): `make demo` runs a real migration of the demo fleet,
+# `make test` runs every test. Both do their own set-up.
+.PHONY: demo test setup lint unit sanity integration bench demo-clean
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh
+
+lint: setup
+	.venv/bin/ruff check .
+
+unit: setup
+	.venv/bin/pytest tests/unit -q
+
+sanity: setup
+	scripts/sanity.sh
+
+integration: setup
+	.venv/bin/pytest tests/integration -q
+
+bench: setup
+	scripts/bench.sh
+
+demo-clean: setup
+	for vm in demo-bios demo-twodisk demo-uefi demo-broken; do \
+	  ANSIBLE_COLLECTIONS_PATH=.work/collections .venv/bin/ansible localhost -o \
+	    -e ansible_python_interpreter=$(CURDIR)/.venv/bin/python \
+	    -m v2kvm.migrate.domain -a "name=$$vm state=absent remove_volumes=true"; done
