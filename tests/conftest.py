@@ -1,10 +1,16 @@
-"""Make the repo importable as ``ansible_collections.v2kvm.migrate`` for every test."""
+"""Shared test set-up: the repo importable as ``ansible_collections.v2kvm.migrate``, the test rig
+importable as ``rig``, and session fixtures for the real libvirt daemon and the demo appliances."""
 
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
 COLLECTIONS = os.path.join(REPO, ".work", "collections")
+# Built appliances survive between runs: they depend only on their recipe (checked by the rig).
+CACHE = os.path.join(REPO, ".work", "test-cache")
 
 
 def _link_collection():
@@ -15,5 +21,24 @@ def _link_collection():
 
 
 _link_collection()
-if COLLECTIONS not in sys.path:
-    sys.path.insert(0, COLLECTIONS)
+for path in (COLLECTIONS, TESTS):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+@pytest.fixture(scope="session")
+def libvirt_daemon():
+    """A libvirt daemon answering on qemu:///system: the system's, or one the tests start and stop."""
+    from rig.libvirtd import ensure_libvirtd
+
+    daemon = ensure_libvirtd(os.path.join(REPO, ".work", "test-libvirtd"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def appliances():
+    """name -> path of the demo OVAs (BIOS, two disks, UEFI, broken)."""
+    from rig.appliances import build_demo_set
+
+    return build_demo_set(os.path.join(CACHE, "appliances"), workdir=os.path.join(CACHE, "build"))

@@ -1,0 +1,137 @@
+"""The whole pipeline through the real playbook on a real libvirt daemon (TCG guests):
+check mode changes nothing, a real run leaves booted guests, the broken VM is rolled back,
+the sources stay byte-identical, and a second run changes nothing."""
+
+import hashlib
+import os
+import shutil
+import uuid
+
+import pytest
+from rig.playbook import run_playbook, write_inventory
+
+libvirt = pytest.importorskip("libvirt")
+
+pytestmark = pytest.mark.integration
+
+RUN = uuid.uuid4().hex[:6]
+POOL = f"v2kvm-test-{RUN}"
+POOL_PATH = f"/var/lib/libvirt/images/{POOL}"
+VMS = {  # inventory host -> (appliance, domain name, marker printed on the console)
+    "t-bios": ("demo-bios", f"v2kvm-test-{RUN}-bios", "demo-bios"),
+    "t-twodisk": ("demo-twodisk", f"v2kvm-test-{RUN}-twodisk", "demo-twodisk"),
+    "t-uefi": ("demo-uefi", f"v2kvm-test-{RUN}-uefi", "demo-uefi"),
+    "t-broken": ("demo-broken", f"v2kvm-test-{RUN}-broken", None),
+}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def console(conn, name):
+    from defusedxml import ElementTree
+
+    root = ElementTree.fromstring(conn.lookupByName(name).XMLDesc(0))
+    log = root.find("./devices/serial/log")
+    with open(log.get("file"), errors="replace") as fh:
+        return fh.read()
+
+
+def our_domains(conn):
+    return sorted(d.name() for d in conn.listAllDomains() if d.name().startswith(f"v2kvm-test-{RUN}"))
+
+
+def pool_files():
+    return sorted(os.listdir(POOL_PATH)) if os.path.isdir(POOL_PATH) else []
+
+
+@pytest.fixture(scope="module")
+def fleet(libvirt_daemon, appliances, tmp_path_factory):
+    conn = libvirt.open("qemu:///system")
+    tmp = tmp_path_factory.mktemp("fleet")
+    hosts = {
+        host: {"migrate_vm_source_path": appliances[app], "migrate_vm_name": name}
+        for host, (app, name, _) in VMS.items()
+    }
+    inventory = write_inventory(tmp / "inventory.yml", {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        "migrate_vm_storage_pool": POOL,
+        "migrate_vm_storage_pool_path": POOL_PATH,
+        "migrate_vm_network_map": {"VM Network": "user"},
+        "migrate_vm_boot_timeout": 300,
+    }, hosts)
+    sources = {app: sha256(appliances[app]) for app, _, _ in VMS.values()}
+    state = {"conn": conn, "inventory": inventory, "sources": sources, "appliances": appliances}
+    yield state
+    for name in our_domains(conn):
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    try:
+        pool = conn.storagePoolLookupByName(POOL)
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+    except libvirt.libvirtError:
+        pass
+    shutil.rmtree(POOL_PATH, ignore_errors=True)
+    conn.close()
+
+
+def test_check_mode_creates_nothing(fleet):
+    run = run_playbook("migrate.yml", fleet["inventory"], extra_args=["--check"])
+    assert run.stats, run.output[-3000:]
+    for host in ("t-bios", "t-twodisk", "t-uefi"):
+        assert run.stats[host]["failures"] == 0, run.failure_messages(host)
+    assert our_domains(fleet["conn"]) == []
+    assert pool_files() == []
+    with pytest.raises(libvirt.libvirtError):
+        fleet["conn"].storagePoolLookupByName(POOL)
+
+
+def test_real_run_boots_good_guests_and_rolls_back_the_broken_one(fleet):
+    run = run_playbook("migrate.yml", fleet["inventory"])
+    fleet["first"] = run
+    assert run.stats, run.output[-3000:]
+    conn = fleet["conn"]
+    for host in ("t-bios", "t-twodisk", "t-uefi"):
+        assert run.stats[host]["failures"] == 0, run.failure_messages(host)
+        _, name, marker = VMS[host]
+        assert conn.lookupByName(name).isActive()
+        assert f"V2KVM-BOOT-OK {marker}" in console(conn, name)
+        assert conn.lookupByName(name).OSType() == "hvm"
+    assert "V2KVM-DISKS vda vdb" in console(conn, VMS["t-twodisk"][1])
+
+    # The broken guest panics, the role rolls back: no domain, no volume, a reason that says why.
+    assert run.stats["t-broken"]["failures"] == 1
+    assert run.rc == 2
+    msg = " ".join(run.failure_messages("t-broken"))
+    assert "Kernel panic" in msg and "rolled back" in msg, msg
+    assert VMS["t-broken"][1] not in our_domains(conn)
+    assert not [f for f in pool_files() if "broken" in f]
+
+    # Good volumes are there, in the pool, and nothing half-made is left.
+    assert not [f for f in pool_files() if f.endswith(".part")]
+    vols = conn.storagePoolLookupByName(POOL).listVolumes()
+    for host in ("t-bios", "t-uefi"):
+        assert f"{VMS[host][1]}-disk0.qcow2" in vols
+
+    # The sources were only read.
+    for app, digest in fleet["sources"].items():
+        assert sha256(fleet["appliances"][app]) == digest, app
+
+
+def test_second_run_changes_nothing(fleet):
+    assert "first" in fleet, "needs the real run"
+    run = run_playbook("migrate.yml", fleet["inventory"], extra_args=["--limit", "t-bios,t-twodisk,t-uefi"])
+    assert run.rc == 0, run.output[-3000:]
+    for host in ("t-bios", "t-twodisk", "t-uefi"):
+        assert run.stats[host]["changed"] == 0, run.changed_tasks(host)
+        assert run.stats[host]["failures"] == 0
