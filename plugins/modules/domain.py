@@ -217,6 +217,12 @@ restart_required:
   description: The domain is running and its definition changed; the change applies at the next start.
   returned: always
   type: bool
+created:
+  description:
+    - The domain did not exist before this task and was defined by it (in check mode, would be).
+    - A rollback removes a domain only when the failed run created it.
+  returned: when state is present
+  type: bool
 removed_volumes:
   description: Volumes deleted with O(remove_volumes=true).
   returned: when state is absent
@@ -353,7 +359,7 @@ def ensure_present(module, conn, name):
     digest = meta_xml.digest_of(generated)
     wanted_summary = dxml.summarize(generated)
 
-    dom = lookup_domain(conn, name)
+    dom = existed_before = lookup_domain(conn, name)
     uuid = previous = live_summary = None
     fallback_macs = []
     running = False
@@ -388,7 +394,8 @@ def ensure_present(module, conn, name):
             dom.setAutostart(1 if autostart else 0)
 
     result = dict(
-        changed=changed, name=name, uuid=uuid, domain_type=domain_type, domain_type_detection=detection,
+        changed=changed, created=existed_before is None and changed, name=name, uuid=uuid,
+        domain_type=domain_type, domain_type_detection=detection,
         xml=xml, config_digest=digest, metadata=final_meta, drift=drift,
         restart_required=bool(running and config_changed),
     )
