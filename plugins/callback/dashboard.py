@@ -1,0 +1,330 @@
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+from ansible import constants as C
+from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
+    FAILED, SUCCEEDED, MigrationBoard)
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import LineView, TerminalView
+
+DOCUMENTATION = r"""
+name: dashboard
+type: notification
+short_description: Live migration dashboard (Rich terminal view or plain progress lines) and run reports
+version_added: 0.1.0
+description:
+  - Shows one row per VM (inventory host) with its stage, a progress bar, throughput, elapsed time, ETA and
+    error, run metrics and a scrolling event log, updated from task events and from the live progress that
+    long tasks such as M(v2kvm.migrate.disk_convert) send while they run (see C(docs/progress-channel.md)).
+  - Draws only from the callback's own events, at most once per O(refresh_interval); there is no refresh
+    thread, so nothing writes to the terminal while Ansible forks workers.
+  - Falls back to plain progress lines, one per active VM every O(line_interval) seconds and no escape codes,
+    when stdout is not a terminal, C(TERM=dumb), or C(CI), C(JOB_ID) or any C(AWX_*) variable is set.
+  - Writes a JSON-lines event log, a summary JSON and a JUnit XML report (one testcase per VM) when asked.
+  - Works as the stdout callback (C(stdout_callback=v2kvm.migrate.dashboard)) or, enabled next to another
+    stdout callback, as a notification callback that only writes reports unless O(mode=line).
+  - Keys in the terminal view, read from the terminal and applied at the next redraw (at least once a
+    second while a transfer runs), C(q) stop the run cleanly (like Ctrl-C), C(r) redraw now,
+    C(l) focus the log, C(m) focus the migrations, C(d) toggle dark/light.
+requirements:
+  - rich (Python library, on the controller)
+options:
+  mode:
+    description:
+      - V(auto) picks V(terminal) for an interactive stdout callback, V(line) otherwise, and V(off) (reports
+        only) when another callback owns stdout.
+    type: str
+    choices: [auto, terminal, line, 'off']
+    default: auto
+    env:
+      - name: V2KVM_DASHBOARD_MODE
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: mode
+  line_interval:
+    description: Seconds between two progress lines of one VM in line mode.
+    type: float
+    default: 10
+    env:
+      - name: V2KVM_DASHBOARD_LINE_INTERVAL
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: line_interval
+  refresh_interval:
+    description: Smallest number of seconds between two redraws of the terminal view.
+    type: float
+    default: 0.5
+    env:
+      - name: V2KVM_DASHBOARD_REFRESH_INTERVAL
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: refresh_interval
+  events_file:
+    description: Path of a JSON-lines file receiving every event (appended).
+    type: path
+    env:
+      - name: V2KVM_DASHBOARD_EVENTS_FILE
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: events_file
+  summary_file:
+    description: Path of a JSON file written at the end of the run with per-VM results and metrics.
+    type: path
+    env:
+      - name: V2KVM_DASHBOARD_SUMMARY_FILE
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: summary_file
+  junit_file:
+    description: Path of a JUnit XML file written at the end of the run, one testcase per VM.
+    type: path
+    env:
+      - name: V2KVM_DASHBOARD_JUNIT_FILE
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: junit_file
+  keys:
+    description: Read single keys from the terminal in the terminal view.
+    type: bool
+    default: true
+    env:
+      - name: V2KVM_DASHBOARD_KEYS
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: keys
+  theme:
+    description: Colours of the terminal view at start (the C(d) key toggles).
+    type: str
+    choices: [dark, light]
+    default: dark
+    env:
+      - name: V2KVM_DASHBOARD_THEME
+    ini:
+      - section: callback_v2kvm_dashboard
+        key: theme
+"""
+
+PROGRESS_KEY = "v2kvm_progress"
+_CI_VARS = ("CI", "JOB_ID", "BUILD_ID", "TF_BUILD")
+
+
+def plain_output_wanted(environ=None, stream=None) -> bool:
+    """True when escape codes would end up in a log: not a TTY, TERM=dumb, CI or AWX."""
+    environ = os.environ if environ is None else environ
+    stream = sys.stdout if stream is None else stream
+    if environ.get("TERM", "") == "dumb":
+        return True
+    if any(environ.get(name) for name in _CI_VARS):
+        return True
+    if any(name.startswith(("AWX_", "TOWER_")) for name in environ):
+        return True
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    # 'notification' so it can also be enabled beside another stdout callback; as stdout callback
+    # ansible-core loads it by name whatever its type.
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "v2kvm.migrate.dashboard"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, display=None, options=None, stream=None, clock=time.time):
+        super().__init__(display=display, options=options)
+        self.board = MigrationBoard()
+        self._clock = clock
+        self._stream = stream
+        self._view = None
+        self._events_fh = None
+        self._lock = threading.RLock()
+        self._started = False
+        self._finished = False
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _is_stdout_callback(self) -> bool:
+        try:
+            configured = C.config.get_config_value("DEFAULT_STDOUT_CALLBACK")
+        except Exception:  # unusual config: behave like a notification callback
+            return False
+        return configured in ("v2kvm.migrate.dashboard", "dashboard")
+
+    def _choose_mode(self) -> str:
+        mode = self.get_option("mode")
+        stream = self._stream or sys.stdout
+        if mode == "auto":
+            if not self._is_stdout_callback() and self._stream is None:
+                return "off"
+            return "line" if plain_output_wanted(stream=stream) else "terminal"
+        if mode == "terminal" and plain_output_wanted(stream=stream):
+            return "line"
+        return mode
+
+    def _start(self):
+        if self._started:
+            return
+        self._started = True
+        mode = self._choose_mode()
+        stream = self._stream or sys.stdout
+        if mode == "terminal":
+            self._view = TerminalView(self.board, stream=stream, refresh_interval=self.get_option("refresh_interval"),
+                                      theme=self.get_option("theme"), keys=self.get_option("keys"),
+                                      on_quit=self._quit, clock=self._clock)
+        elif mode == "line":
+            self._view = LineView(self.board, stream=stream, interval=self.get_option("line_interval"),
+                                  clock=self._clock)
+        path = self.get_option("events_file")
+        if path:
+            self._events_fh = open(path, "a", encoding="utf-8")
+
+    @staticmethod
+    def _quit():
+        # Exactly what Ctrl-C does: the controller forwards SIGINT to its workers, and a worker following
+        # a background job stops it on the target before exiting (see docs/dashboard.md).
+        os.kill(os.getpid(), signal.SIGINT)
+
+    # -- event plumbing -------------------------------------------------------------------------
+
+    def emit(self, event: dict) -> None:
+        event.setdefault("ts", self._clock())
+        with self._lock:
+            self.board.apply(event)
+            if self._events_fh is not None:
+                self._events_fh.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+            if self._view is not None:
+                self._view.on_event(event)
+
+    def _task_event(self, result, status):
+        res = result._result
+        task = result._task
+        event = {"type": "task_end", "host": result._host.get_name(), "task": task.get_name(),
+                 "task_uuid": task._uuid, "status": status}
+        if status in ("failed", "unreachable"):
+            event["msg"] = str(res.get("msg") or res.get("reason") or res.get("stderr") or "")[:2000]
+        spec = res.get("spec") or (res.get("ansible_facts") or {}).get("migrate_vm_spec")
+        if isinstance(spec, dict):
+            event["spec_name"] = spec.get("name")
+            event["source_type"] = (spec.get("source") or {}).get("type")
+        self.emit(event)
+
+    # -- callback methods -----------------------------------------------------------------------
+
+    def v2_playbook_on_start(self, playbook):
+        self._start()
+        self.emit({"type": "run_start", "playbook": os.path.basename(getattr(playbook, "_file_name", "") or "")})
+
+    def v2_playbook_on_play_start(self, play):
+        self._start()
+        hosts = []
+        try:
+            inventory = play.get_variable_manager()._inventory
+            hosts = [host.name for host in inventory.get_hosts(play.hosts)]
+        except Exception as exc:  # hosts then appear as their tasks start
+            self._display.vvvv("dashboard: could not list the play's hosts: %s" % exc)
+        self.emit({"type": "play_start", "play": play.get_name(), "hosts": hosts})
+
+    def v2_runner_on_start(self, host, task):
+        self.emit({"type": "task_start", "host": host.get_name(), "task": task.get_name(), "task_uuid": task._uuid})
+
+    def v2_runner_on_async_poll(self, result):
+        sample = result._result.get(PROGRESS_KEY)
+        if not isinstance(sample, dict):
+            return
+        event = {"type": "progress", "host": result._host.get_name(), "task": result._task.get_name(),
+                 "task_uuid": result._task._uuid, "item": result._result.get("_ansible_item_label")}
+        event.update({key: sample.get(key) for key in ("stage", "done", "total", "rate", "eta", "source")})
+        event["sample_ts"] = sample.get("ts")
+        self.emit(event)
+
+    def v2_runner_on_ok(self, result):
+        self._task_event(result, "changed" if result._result.get("changed") else "ok")
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._task_event(result, "ignored" if ignore_errors else "failed")
+
+    def v2_runner_on_skipped(self, result):
+        self._task_event(result, "skipped")
+
+    def v2_runner_on_unreachable(self, result):
+        self._task_event(result, "unreachable")
+
+    def v2_playbook_on_stats(self, stats):
+        for host in sorted(stats.processed):
+            counts = stats.summarize(host)
+            failed = counts.get("failures", 0) or counts.get("unreachable", 0)
+            vm = self.board.vm(host)
+            self.emit({"type": "vm_end", "host": host, "verdict": FAILED if failed else SUCCEEDED,
+                       "msg": vm.error if failed else ""})
+        self.emit({"type": "run_end"})
+        self.close()
+
+    # -- end of run -----------------------------------------------------------------------------
+
+    def close(self):
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            if self._view is not None:
+                self._view.close()
+            if self._events_fh is not None:
+                self._events_fh.close()
+                self._events_fh = None
+            summary_path = self.get_option("summary_file")
+            if summary_path:
+                write_json_atomic(summary_path, self.board.summary())
+            junit_path = self.get_option("junit_file")
+            if junit_path:
+                write_junit(junit_path, self.board)
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.tmp" % path
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def write_junit(path, board: MigrationBoard):
+    """One testsuite, one testcase per VM; a failed VM carries a <failure> with its error."""
+    now = board.run_finished or board.last_update or time.time()
+    vms = [board.vms[h] for h in sorted(board.vms)]
+    failures = sum(1 for vm in vms if vm.status == FAILED)
+    skipped = sum(1 for vm in vms if vm.status not in (FAILED, SUCCEEDED))
+    suite = ET.Element("testsuite", {
+        "name": "v2kvm.migrate", "tests": str(len(vms)), "failures": str(failures), "errors": "0",
+        "skipped": str(skipped), "time": "%.3f" % ((now - board.run_started) if board.run_started else 0.0),
+    })
+    for vm in vms:
+        case = ET.SubElement(suite, "testcase", {
+            "name": vm.host, "classname": "v2kvm.migrate.%s" % (vm.source_type or "vm"),
+            "time": "%.3f" % vm.elapsed(now),
+        })
+        props = ET.SubElement(case, "properties")
+        for key, value in (("vm_name", vm.name), ("bytes", vm.total), ("stage", vm.stage)):
+            ET.SubElement(props, "property", {"name": key, "value": str(value)})
+        if vm.status == FAILED:
+            failure = ET.SubElement(case, "failure", {"message": (vm.error or "failed")[:500]})
+            failure.text = vm.error or "failed"
+        elif vm.status != SUCCEEDED:
+            ET.SubElement(case, "skipped", {"message": "not finished (%s)" % vm.status})
+    tree = ET.ElementTree(ET.Element("testsuites"))
+    tree.getroot().append(suite)
+    tmp = "%s.tmp" % path
+    tree.write(tmp, encoding="utf-8", xml_declaration=True)
+    os.replace(tmp, path)

@@ -1,0 +1,257 @@
+"""Live progress from disk_convert reaches the controller's callbacks WHILE the conversion runs:
+on the controller, delegated over SSH, directly over SSH (an sshd this test starts on 127.0.0.1),
+and with forks > 1 under the free strategy. The dashboard callback's event log timestamps each
+sample on arrival, and the rig's recorder gives the task results."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(TESTS)
+BIN = os.path.dirname(sys.executable)
+PYTHON = sys.executable
+CACHE = os.path.join(REPO, ".work", "test-cache", "progress")
+RECORD_CALLBACKS = os.path.join(TESTS, "rig", "callback_plugins")
+
+
+@pytest.fixture(scope="session")
+def slow_source():
+    """A 768 MiB streamOptimized VMDK, half random data: qemu-img needs several seconds to inflate it."""
+    path = os.path.join(CACHE, "slow-source.vmdk")
+    if os.path.exists(path):
+        return path
+    os.makedirs(CACHE, exist_ok=True)
+    raw = path + ".raw"
+    with open(raw, "wb") as fh:
+        for i in range(768):
+            fh.write(os.urandom(1 << 19) + bytes([i % 251]) * (1 << 19))
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, path + ".part"],
+                   check=True)
+    os.unlink(raw)
+    os.replace(path + ".part", path)
+    return path
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """An sshd on a free port of 127.0.0.1 with its own host key and authorized_keys, stopped by PID."""
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd_bin):
+        pytest.skip("sshd is not installed (Debian package openssh-server)")
+    home = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
+    (home / "authorized_keys").write_text((home / "client_key.pub").read_text())
+    os.chmod(home / "authorized_keys", 0o600)
+    port = _free_port()
+    config = home / "sshd_config"
+    config.write_text("\n".join([
+        "Port %d" % port, "ListenAddress 127.0.0.1", "HostKey %s" % (home / "host_key"),
+        "AuthorizedKeysFile %s" % (home / "authorized_keys"), "PidFile %s" % (home / "sshd.pid"),
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
+    # sshd insists on its privilege-separation directory (the distro service creates it at boot).
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=open(home / "sshd.log", "w"))
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("sshd did not start: %s" % (home / "sshd.log").read_text())
+    yield {"port": port, "key": str(home / "client_key"), "known_hosts": str(home / "known_hosts")}
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+
+
+def _ssh_vars(sshd):
+    return ("ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=%d ansible_user=%s "
+            "ansible_ssh_private_key_file=%s ansible_python_interpreter=%s "
+            "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=%s'"
+            % (sshd["port"], os.environ.get("USER", "root"), sshd["key"], PYTHON, sshd["known_hosts"]))
+
+
+def _run(tmp_path, inventory_lines, tasks, forks=1, strategy="linear", check=False):
+    work = tmp_path / "run"
+    work.mkdir(exist_ok=True)
+    inventory = work / "inventory"
+    inventory.write_text("\n".join(inventory_lines) + "\n")
+    playbook = work / "play.yml"
+    playbook.write_text(json.dumps([{"hosts": "vms", "gather_facts": False, "strategy": strategy,
+                                     "tasks": tasks}]))
+    events, record = work / "events.jsonl", work / "record.json"
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".work", "collections"),
+        "ANSIBLE_CALLBACK_PLUGINS": RECORD_CALLBACKS,
+        "ANSIBLE_CALLBACKS_ENABLED": "test_record,v2kvm.migrate.dashboard",
+        "V2KVM_TEST_RECORD": str(record),
+        "V2KVM_DASHBOARD_EVENTS_FILE": str(events),
+        "ANSIBLE_FORKS": str(forks),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": BIN + os.pathsep + env.get("PATH", ""),
+    })
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", str(inventory), str(playbook)]
+    if check:
+        cmd.append("--check")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return ([json.loads(line) for line in events.read_text().splitlines()],
+            json.loads(record.read_text())["results"], proc.stdout)
+
+
+def _convert_task(src, dest_dir, **extra):
+    task = {"name": "Convert", "v2kvm.migrate.disk_convert": {
+        "src": src, "dest": "%s/{{ inventory_hostname }}.qcow2" % dest_dir, "force": True}}
+    task.update(extra)
+    return task
+
+
+def _assert_live(events, host, tmp_dest, src):
+    """Samples for `host` arrived at least once a second while the task ran, and before it ended."""
+    end = [e for e in events if e["type"] == "task_end" and e["host"] == host and e["task"] == "Convert"]
+    assert len(end) == 1 and end[0]["status"] == "changed", end
+    samples = [e for e in events if e["type"] == "progress" and e["host"] == host]
+    converting = [e for e in samples if e["stage"] == "convert"]
+    assert len(converting) >= 3, samples
+    # Received (controller clock) well before the task result: live, not replayed at the end.
+    assert converting[0]["ts"] < end[0]["ts"] - 2.0
+    done = [e["done"] for e in converting]
+    assert done == sorted(done) and done[-1] > done[0]
+    assert samples[-1]["stage"] == "done" and samples[-1]["done"] == samples[-1]["total"] > 0
+    gaps = [b["ts"] - a["ts"] for a, b in zip(converting, converting[1:])]
+    assert max(gaps) < 2.5, gaps  # ~1 s polls; slack for a loaded 2-core box
+    dest = os.path.join(tmp_dest, "%s.qcow2" % host)
+    same = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "qcow2", src, dest],
+                          capture_output=True, text=True, check=False)
+    assert same.returncode == 0, same.stdout + same.stderr
+
+
+def _assert_plain_result(results, host):
+    result = [r for r in results if r["host"] == host and r["task"] == "Convert"][0]
+    assert result["status"] == "ok" and result["changed"] is True
+    data = result["result"]
+    for key in ("ansible_job_id", "started", "finished", "results_file"):
+        assert key not in data, "async bookkeeping leaked into the result: %s" % key
+    assert data["dest_format"] == "qcow2" and data["content_digest"].startswith("content-v1:")
+
+
+def _no_leftovers():
+    async_dir = os.path.join(os.path.expanduser("~"), ".ansible_async")
+    return [] if not os.path.isdir(async_dir) else [n for n in os.listdir(async_dir) if n.startswith("v2kvm-")]
+
+
+def test_progress_arrives_while_converting_locally_with_forks_and_free_strategy(tmp_path, slow_source):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    hosts = ["vm%d ansible_connection=local ansible_python_interpreter=%s" % (i, PYTHON) for i in (1, 2)]
+    events, results, _ = _run(tmp_path, ["[vms]", *hosts], [_convert_task(slow_source, str(dest))],
+                              forks=2, strategy="free")
+    for host in ("vm1", "vm2"):
+        _assert_live(events, host, str(dest), slow_source)
+        _assert_plain_result(results, host)
+    assert _no_leftovers() == []
+
+
+def test_progress_arrives_while_converting_delegated_over_ssh(tmp_path, slow_source, sshd):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    lines = ["conv01 " + _ssh_vars(sshd), "[vms]",
+             "web01 ansible_connection=local ansible_python_interpreter=%s" % PYTHON]
+    events, results, _ = _run(tmp_path, lines, [_convert_task(slow_source, str(dest), delegate_to="conv01")])
+    _assert_live(events, "web01", str(dest), slow_source)
+    _assert_plain_result(results, "web01")
+    assert _no_leftovers() == []
+
+
+def test_progress_arrives_while_converting_over_ssh(tmp_path, slow_source, sshd):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    user_progress = tmp_path / "user.progress"
+    user_progress.write_text('{"ts":1,"stage":"convert","done":1,"total":9,"rate":0,"eta":null}\n')  # an old run
+    task = _convert_task(slow_source, str(dest))
+    task["v2kvm.migrate.disk_convert"]["progress_file"] = str(user_progress)
+    events, results, _ = _run(tmp_path, ["[vms]", "db01 " + _ssh_vars(sshd)], [task])
+    _assert_live(events, "db01", str(dest), slow_source)
+    _assert_plain_result(results, "db01")
+    samples = [e for e in events if e["type"] == "progress"]
+    assert all(e["total"] != 9 for e in samples)  # lines of an earlier run are not replayed
+    assert user_progress.exists()  # the caller's own progress file is kept for its readers
+
+
+def test_check_mode_runs_the_plain_way_and_sends_no_progress(tmp_path, slow_source):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    events, results, _ = _run(tmp_path, ["[vms]", "vm1 ansible_connection=local ansible_python_interpreter=%s"
+                                         % PYTHON], [_convert_task(slow_source, str(dest))], check=True)
+    assert [e for e in events if e["type"] == "progress"] == []
+    result = [r for r in results if r["task"] == "Convert"][0]
+    assert result["changed"] is True and result["result"]["actual_size"] is None
+    assert os.listdir(dest) == []
+
+
+def _processes_mentioning(text):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_source):
+    """Ctrl-C (what the dashboard's q sends) stops qemu-img on the target and leaves no .part behind."""
+    dest = tmp_path / "out"
+    dest.mkdir()
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "inventory").write_text("[vms]\nvm1 ansible_connection=local ansible_python_interpreter=%s\n" % PYTHON)
+    (work / "play.yml").write_text(json.dumps([{"hosts": "vms", "gather_facts": False,
+                                                "tasks": [_convert_task(slow_source, str(dest))]}]))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(work / "inventory"),
+                             str(work / "play.yml")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    part = dest / ".vm1.qcow2.part"
+    deadline = time.time() + 60
+    while not (part.exists() and part.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.1)
+    assert part.exists(), "the conversion never started"
+    assert _processes_mentioning(str(part)), "qemu-img is not running"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out
+    deadline = time.time() + 15  # qemu-img dies at once; the module removes its .part right after
+    while (_processes_mentioning(str(part)) or os.listdir(dest)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(part)) == [], "qemu-img kept running after the interrupt"
+    assert sorted(os.listdir(dest)) == [], "a half-made or finished image was left: %s" % os.listdir(dest)
+    assert _no_leftovers() == []

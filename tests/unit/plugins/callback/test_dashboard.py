@@ -1,0 +1,238 @@
+"""The dashboard callback over its event model: line output, reports, and no lost events under load."""
+
+import io
+import json
+import time
+import pytest
+from defusedxml import ElementTree as ET
+
+from ansible_collections.v2kvm.migrate.plugins.callback import dashboard
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import TerminalView
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import MigrationBoard
+
+GIB = 1 << 30
+
+
+class FakeClock:
+    def __init__(self, start=1_700_000_000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+
+class Host:
+    def __init__(self, name):
+        self.name = name
+
+    def get_name(self):
+        return self.name
+
+
+class Task:
+    def __init__(self, name, uuid):
+        self.name, self._uuid = name, uuid
+
+    def get_name(self):
+        return self.name
+
+
+class Result:
+    def __init__(self, host, task, data):
+        self._host, self._task, self._result = host, task, data
+
+
+class Stats:
+    def __init__(self, summary):
+        self.processed = dict.fromkeys(summary, 1)
+        self._summary = summary
+
+    def summarize(self, host):
+        return self._summary[host]
+
+
+def make_callback(tmp_path, mode="line", clock=None, stream=None, **options):
+    opts = {"mode": mode, "line_interval": 10.0, "refresh_interval": 0.5, "events_file": None,
+            "summary_file": None, "junit_file": None, "keys": False, "theme": "dark"}
+    opts.update(options)
+    cb = dashboard.CallbackModule(stream=stream or io.StringIO(), clock=clock or time.time)
+    cb._plugin_options = opts
+    return cb
+
+
+def progress(host, task, done, total, rate=100e6, item=None):
+    data = {"ansible_job_id": "j1", "started": True, "finished": False,
+            "v2kvm_progress": {"ts": 0, "stage": "convert", "done": done, "total": total, "rate": rate,
+                               "eta": (total - done) / rate, "source": "disk_convert"}}
+    if item is not None:
+        data["_ansible_item_label"] = item
+    return Result(host, task, data)
+
+
+def run_two_vms(cb, clock):
+    web, db = Host("web01"), Host("db01")
+    convert = Task("Convert each disk into the pool", "uuid-convert")
+    info = Task("Read the source VM description", "uuid-info")
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "/x/migrate.yml"})())
+    for host in (web, db):
+        cb.v2_runner_on_start(host, info)
+        cb.v2_runner_on_ok(Result(host, info, {"changed": False, "spec": {
+            "name": host.name + "-vm", "source": {"type": "ova"}}}))
+        cb.v2_runner_on_start(host, convert)
+    for step in range(1, 11):
+        clock.now += 1
+        cb.v2_runner_on_async_poll(progress(web, convert, step * GIB // 10, GIB, item="disk1.vmdk"))
+        cb.v2_runner_on_async_poll(progress(db, convert, step * GIB // 20, GIB))
+    cb.v2_runner_on_ok(Result(web, convert, {"changed": True}))
+    cb.v2_runner_on_failed(Result(db, convert, {"msg": "qemu-img: [red]could not open[/red] <disk> & co"}))
+    cb.v2_playbook_on_stats(Stats({"web01": {"failures": 0, "unreachable": 0},
+                                   "db01": {"failures": 1, "unreachable": 0}}))
+
+
+def test_event_model_folds_progress_and_verdicts():
+    board = MigrationBoard()
+    board.apply({"ts": 100.0, "type": "play_start", "hosts": ["a", "b", "c"]})
+    board.apply({"ts": 101.0, "type": "task_start", "host": "a", "task": "Convert", "task_uuid": "u"})
+    board.apply({"ts": 102.0, "type": "progress", "host": "a", "task_uuid": "u", "stage": "convert",
+                 "done": 50, "total": 200, "rate": 25, "eta": 6})
+    vm = board.vms["a"]
+    assert (vm.status, vm.stage, vm.percent, vm.eta) == ("running", "convert", 25.0, 6)
+    board.apply({"ts": 105.0, "type": "progress", "host": "a", "task_uuid": "u", "stage": "done",
+                 "done": 200, "total": 200, "rate": 50, "eta": 0})
+    board.apply({"ts": 106.0, "type": "task_end", "host": "a", "task_uuid": "u", "status": "changed"})
+    board.apply({"ts": 106.0, "type": "task_end", "host": "b", "task_uuid": "v", "status": "failed",
+                 "msg": "disk missing"})
+    board.apply({"ts": 107.0, "type": "vm_end", "host": "a", "verdict": "succeeded"})
+    board.apply({"ts": 107.0, "type": "vm_end", "host": "b", "verdict": "failed", "msg": "disk missing"})
+    metrics = board.metrics(107.0)
+    assert metrics["total"] == 3 and metrics["pending"] == 1
+    assert (metrics["succeeded"], metrics["failed"], metrics["active"]) == (1, 1, 0)
+    assert metrics["success_rate"] == 0.5 and metrics["error_rate"] == 0.5
+    assert metrics["data_processed"] == 200
+    assert metrics["average_throughput"] == pytest.approx(200 / 3)  # 200 bytes between ts 102 and 105
+    assert metrics["average_duration"] == pytest.approx(3.5)  # a: 101 -> 107, b: 106 -> 107
+    assert board.vms["b"].error == "disk missing"
+
+
+def test_line_mode_prints_plain_progress_lines_at_the_interval(tmp_path):
+    clock = FakeClock()
+    out = io.StringIO()
+    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=4.0)
+    run_two_vms(cb, clock)
+    text = out.getvalue()
+    assert "\x1b" not in text
+    lines = text.splitlines()
+    web_progress = [line for line in lines if " web01 " in line and "convert" in line]
+    # 10 s of samples at a 4 s interval: the first line, then at +4 s and +8 s (plus the task-start line).
+    assert 2 <= len(web_progress) <= 4, lines
+    assert any("MB/s" in line and "%" in line for line in web_progress)
+    assert any("db01 FAILED" in line and "[red]could not open[/red]" in line for line in lines)
+    assert lines[-1].startswith("VMs 2: 1 succeeded, 1 failed")
+
+
+def test_reports_are_valid_json_and_junit(tmp_path):
+    clock = FakeClock()
+    events, summary, junit = tmp_path / "ev.jsonl", tmp_path / "summary.json", tmp_path / "junit.xml"
+    cb = make_callback(tmp_path, mode="off", clock=clock, events_file=str(events), summary_file=str(summary),
+                       junit_file=str(junit))
+    run_two_vms(cb, clock)
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert sum(1 for r in records if r["type"] == "progress") == 20
+    assert records[0]["type"] == "run_start" and records[-1]["type"] == "run_end"
+    data = json.loads(summary.read_text())
+    by_host = {vm["host"]: vm for vm in data["vms"]}
+    assert by_host["web01"]["status"] == "succeeded" and by_host["web01"]["name"] == "web01-vm"
+    assert by_host["db01"]["status"] == "failed" and "could not open" in by_host["db01"]["error"]
+    assert data["metrics"]["succeeded"] == 1 and data["metrics"]["failed"] == 1
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    cases = {case.get("name"): case for case in suite.findall("testcase")}
+    assert set(cases) == {"web01", "db01"}
+    assert cases["db01"].find("failure").get("message").startswith("qemu-img: [red]could not open[/red] <disk> & co")
+    assert cases["web01"].find("failure") is None
+    assert cases["web01"].get("classname") == "v2kvm.migrate.ova"
+
+
+def test_replaying_the_event_log_rebuilds_the_same_board(tmp_path):
+    clock = FakeClock()
+    events = tmp_path / "ev.jsonl"
+    cb = make_callback(tmp_path, mode="off", clock=clock, events_file=str(events))
+    run_two_vms(cb, clock)
+    replay = MigrationBoard()
+    for line in events.read_text().splitlines():
+        replay.apply(json.loads(line))
+    assert replay.summary() == cb.board.summary()
+
+
+def test_no_progress_event_is_lost_at_10000_per_second(tmp_path):
+    events = tmp_path / "ev.jsonl"
+    stream = io.StringIO()
+    cb = make_callback(tmp_path, mode="off", events_file=str(events))
+    cb._start()
+    # Terminal view drawing into a fixed-size fake terminal, rate limited like the real one.
+    cb._view = TerminalView(cb.board, stream=stream, refresh_interval=0.5, keys=False, size=(160, 50))
+    hosts = [Host("vm%03d" % i) for i in range(100)]
+    task = Task("Convert", "uuid-c")
+    count = 10_000
+    started = time.perf_counter()
+    for i in range(count):
+        cb.v2_runner_on_async_poll(progress(hosts[i % 100], task, i, count))
+    elapsed = time.perf_counter() - started
+    renders = cb._view.renders
+    cb.v2_playbook_on_stats(Stats({h.name: {"failures": 0, "unreachable": 0} for h in hosts}))
+    assert cb.board.progress_events == count
+    assert sum(1 for line in events.read_text().splitlines() if '"type":"progress"' in line) == count
+    assert elapsed < 1.0, "%d progress events took %.2f s" % (count, elapsed)
+    assert 1 <= renders <= 2 + int(elapsed / 0.5)  # rate limited, not once per event
+
+
+def test_terminal_view_collapses_a_thousand_vms_and_shows_text_literally():
+    board = MigrationBoard()
+    board.apply({"ts": 1.0, "type": "play_start", "hosts": ["vm%04d" % i for i in range(1000)]})
+    for i in range(1000):
+        host = "vm%04d" % i
+        board.apply({"ts": 2.0, "type": "task_start", "host": host, "task": "Convert", "task_uuid": "u"})
+        if i < 900:
+            board.apply({"ts": 3.0, "type": "vm_end", "host": host, "verdict": "succeeded"})
+        elif i < 950:
+            board.apply({"ts": 3.0, "type": "task_end", "host": host, "task_uuid": "u", "status": "failed",
+                         "msg": "[bold]no[/bold] space"})
+            board.apply({"ts": 3.0, "type": "vm_end", "host": host, "verdict": "failed"})
+        else:
+            board.apply({"ts": 3.0, "type": "progress", "host": host, "task_uuid": "u", "stage": "convert",
+                         "done": 30, "total": 100, "rate": 5e6, "eta": 14})
+    stream = io.StringIO()
+    view = TerminalView(board, stream=stream, keys=False, size=(150, 45))
+    view.draw(4.0)
+    view.close()
+    screen = stream.getvalue()
+    assert "900 succeeded" in screen
+    assert "[bold]no[/bold] space" in screen  # markup in user text is shown, not interpreted
+    assert "30.0%" in screen and "5.0 MB/s" in screen
+    assert screen.count("\n") < 200  # a screenful per frame, not a line per VM
+
+
+def test_keys_change_focus_and_theme_without_drawing():
+    board = MigrationBoard()
+    stream = io.StringIO()
+    view = TerminalView(board, stream=stream, keys=False, size=(100, 30))
+    view.key("l")
+    view.key("d")
+    assert (view.focus, view.theme, view.renders) == ("log", "light", 0)
+    assert stream.getvalue() == ""
+    view.on_event({"type": "task_start", "host": "a", "task": "t"})
+    view.close()
+    assert view.renders == 1
+
+
+@pytest.mark.parametrize("environ,tty,plain", [
+    ({"TERM": "xterm"}, True, False),
+    ({"TERM": "dumb"}, True, True),
+    ({"TERM": "xterm", "CI": "true"}, True, True),
+    ({"TERM": "xterm", "AWX_HOST": "x"}, True, True),
+    ({"TERM": "xterm", "JOB_ID": "12"}, True, True),
+    ({"TERM": "xterm"}, False, True),
+])
+def test_plain_output_detection(environ, tty, plain):
+    stream = type("S", (), {"isatty": lambda self: tty})()
+    assert dashboard.plain_output_wanted(environ, stream) is plain
