@@ -57,8 +57,8 @@ def bench_playbook(repeat, forks):
         tasks = [{"name": "trivial %d" % n, "ansible.builtin.debug": {"msg": "step %d" % n}} for n in range(10)]
         with open(os.path.join(workdir, "play.yml"), "w") as fh:
             json.dump([{"hosts": "vms", "gather_facts": False, "tasks": tasks}], fh)
-        default = min(run_playbook(workdir, "ansible.builtin.default", forks) for _ in range(repeat))
-        dashboard = min(run_playbook(workdir, "v2kvm.migrate.dashboard", forks) for _ in range(repeat))
+        default = min(run_playbook(workdir, "ansible.builtin.default", forks) for _attempt in range(repeat))
+        dashboard = min(run_playbook(workdir, "v2kvm.migrate.dashboard", forks) for _attempt in range(repeat))
     print("100 hosts x 10 tasks, forks %d: default %.2f s, dashboard %.2f s, ratio %.2f"
           % (forks, default, dashboard, dashboard / default))
 

@@ -116,7 +116,7 @@ def module_startup():
 def interleaved(runs):
     """Run each variant once per round, alternating, so machine noise hits all alike."""
     times = {name: [] for name in runs}
-    for _ in range(ROUNDS):
+    for _round in range(ROUNDS):
         for name, run in runs.items():
             times[name].append(run())
     return times

@@ -17,6 +17,12 @@ export ANSIBLE_COLLECTIONS_PATH=$here/.work/collections
 export ANSIBLE_FORKS=${ANSIBLE_FORKS:-4}
 export ANSIBLE_HOST_KEY_CHECKING=False
 export ANSIBLE_RETRY_FILES_ENABLED=False
+# The live dashboard on a terminal, progress lines elsewhere (CI, AWX, a pipe); reports for both.
+export ANSIBLE_STDOUT_CALLBACK=${ANSIBLE_STDOUT_CALLBACK:-v2kvm.migrate.dashboard}
+mkdir -p "$work/reports"
+export V2KVM_DASHBOARD_EVENTS_FILE=${V2KVM_DASHBOARD_EVENTS_FILE:-$work/reports/events.jsonl}
+export V2KVM_DASHBOARD_SUMMARY_FILE=${V2KVM_DASHBOARD_SUMMARY_FILE:-$work/reports/summary.json}
+export V2KVM_DASHBOARD_JUNIT_FILE=${V2KVM_DASHBOARD_JUNIT_FILE:-$work/reports/junit.xml}
 set +e
 "$here/.venv/bin/ansible-playbook" -i playbooks/inventories/demo.yml playbooks/migrate.yml \
   -e "v2kvm_demo_dir=$work/appliances" "$@"
@@ -26,3 +32,4 @@ set -e
 "$py" scripts/demo_outcome.py --expect-running demo-bios demo-twodisk demo-uefi --expect-absent demo-broken \
   --pool v2kvm-demo
 echo "demo: playbook exit code $rc (2 is expected: demo-broken fails on purpose and is rolled back)"
+echo "demo: reports in .work/demo/reports (events.jsonl, summary.json, junit.xml)"

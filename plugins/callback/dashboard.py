@@ -3,21 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sys
-import threading
-import time
-import xml.etree.ElementTree as ET
-
-from ansible import constants as C
-from ansible.plugins.callback import CallbackBase
-
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
-    FAILED, SUCCEEDED, MigrationBoard)
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import LineView, TerminalView
-
 DOCUMENTATION = r"""
 name: dashboard
 type: notification
@@ -115,6 +100,21 @@ options:
         key: theme
 """
 
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+from ansible import constants as C
+from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
+    FAILED, SUCCEEDED, MigrationBoard)
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import LineView, TerminalView
+
 PROGRESS_KEY = "v2kvm_progress"
 _CI_VARS = ("CI", "JOB_ID", "BUILD_ID", "TF_BUILD")
 
@@ -133,6 +133,11 @@ def plain_output_wanted(environ=None, stream=None) -> bool:
         return not stream.isatty()
     except (AttributeError, ValueError):
         return True
+
+
+def _task_label(task):
+    """The task's own name: a role prefix (v2kvm.migrate.migrate_vm : ...) only eats the stage column."""
+    return task.name or task.get_name()
 
 
 class CallbackModule(CallbackBase):
@@ -211,7 +216,7 @@ class CallbackModule(CallbackBase):
     def _task_event(self, result, status):
         res = result._result
         task = result._task
-        event = {"type": "task_end", "host": result._host.get_name(), "task": task.get_name(),
+        event = {"type": "task_end", "host": result._host.get_name(), "task": _task_label(task),
                  "task_uuid": task._uuid, "status": status}
         if status in ("failed", "unreachable"):
             event["msg"] = str(res.get("msg") or res.get("reason") or res.get("stderr") or "")[:2000]
@@ -238,13 +243,13 @@ class CallbackModule(CallbackBase):
         self.emit({"type": "play_start", "play": play.get_name(), "hosts": hosts})
 
     def v2_runner_on_start(self, host, task):
-        self.emit({"type": "task_start", "host": host.get_name(), "task": task.get_name(), "task_uuid": task._uuid})
+        self.emit({"type": "task_start", "host": host.get_name(), "task": _task_label(task), "task_uuid": task._uuid})
 
     def v2_runner_on_async_poll(self, result):
         sample = result._result.get(PROGRESS_KEY)
         if not isinstance(sample, dict):
             return
-        event = {"type": "progress", "host": result._host.get_name(), "task": result._task.get_name(),
+        event = {"type": "progress", "host": result._host.get_name(), "task": _task_label(result._task),
                  "task_uuid": result._task._uuid, "item": result._result.get("_ansible_item_label")}
         event.update({key: sample.get(key) for key in ("stage", "done", "total", "rate", "eta", "source")})
         event["sample_ts"] = sample.get("ts")

@@ -108,13 +108,18 @@ def stale_reason(state: dict | None, source: dict, dest: str, dest_format: str) 
     if state.get("dest_format") != dest_format:
         return "destination format was %s" % state.get("dest_format")
     recorded = state.get("source") or {}
-    for key in ("path", "offset", "size", "mtime_ns", "format"):
-        if recorded.get(key) != source.get(key):
-            return "source %s changed (%r -> %r)" % (key, recorded.get(key), source.get(key))
     known = source.get("sha256")
     recorded_digest = recorded.get("sha256") or state.get("source_sha256")
     if known and recorded_digest and known != recorded_digest:
         return "source sha256 changed"
+    # A digest the manifest verified this run proves the bytes are the same: a copied or touched
+    # export (new mtime, same content) is not a reason to convert again.
+    proven_same = bool(known) and known == recorded_digest
+    for key in ("path", "offset", "size", "mtime_ns", "format"):
+        if key == "mtime_ns" and proven_same:
+            continue
+        if recorded.get(key) != source.get(key):
+            return "source %s changed (%r -> %r)" % (key, recorded.get(key), source.get(key))
     return None
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 
@@ -35,7 +36,8 @@ FORMAT_VERSION = "1"
 
 ET.register_namespace(PREFIX, NAMESPACE)
 
-TIMESTAMP_KEYS = ("defined_at", "updated_at")
+TIMESTAMP_KEYS = ("defined_at", "updated_at", "validated_at")
+SOURCE_KEYS = ("type", "path", "size", "mtime_ns")
 
 
 def parse_libvirt_xml(text):
@@ -67,7 +69,7 @@ def new_metadata(*, phase, spec_digest, config_digest, source, volumes, extra):
         "phase": phase,
         "spec_digest": spec_digest,
         "config_digest": config_digest,
-        "source": {"type": (source or {}).get("type"), "path": (source or {}).get("path")},
+        "source": {key: (source or {}).get(key) for key in SOURCE_KEYS},
         "volumes": [
             {"path": v["path"], "pool": v.get("pool"), "name": v.get("name"), "owned": bool(v.get("owned"))}
             for v in volumes
@@ -90,9 +92,13 @@ def merge_timestamps(desired, previous, now=None):
     if previous is not None and content_of(previous) == content_of(desired):
         merged["defined_at"] = previous.get("defined_at") or now
         merged["updated_at"] = previous.get("updated_at") or now
+        if previous.get("validated_at"):
+            merged["validated_at"] = previous["validated_at"]
     else:
         merged["defined_at"] = (previous or {}).get("defined_at") or now
         merged["updated_at"] = now
+        if desired.get("phase") == "validated" and (previous or {}).get("validated_at"):
+            merged["validated_at"] = previous["validated_at"]
     return merged
 
 
@@ -109,7 +115,7 @@ def to_element(meta):
     _text(root, "spec-digest", meta.get("spec_digest"))
     _text(root, "config-digest", meta.get("config_digest"))
     source = meta.get("source") or {}
-    attrs = {k: str(source[k]) for k in ("type", "path") if source.get(k) is not None}
+    attrs = {k.replace("_", "-"): str(source[k]) for k in SOURCE_KEYS if source.get(k) is not None}
     ET.SubElement(root, _q("source"), attrs)
     volumes = ET.SubElement(root, _q("volumes"))
     for vol in meta.get("volumes") or []:
@@ -130,11 +136,52 @@ def to_xml(meta):
     return ET.tostring(to_element(meta), encoding="unicode")
 
 
+def to_plain_xml(meta):
+    """The element without namespace, as virDomainSetMetadata wants it: libvirt puts it into the
+    namespace given with the call, and refuses an element that already declares one."""
+    root = to_element(meta)
+    for elem in root.iter():
+        elem.tag = elem.tag.split("}", 1)[-1]
+    return ET.tostring(root, encoding="unicode")
+
+
 def _child_text(elem, tag):
     child = elem.find(_q(tag))
     if child is None or child.text is None:
         return None
     return child.text
+
+
+def _source_attr(source, key):
+    value = source.get(key.replace("_", "-")) if source is not None else None
+    if value is not None and key in ("size", "mtime_ns"):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return value
+
+
+def source_fingerprint(source):
+    """The spec's source plus size and mtime of its file when it is on this host: enough to tell later,
+    without reading it, whether the source a finished migration came from has changed."""
+    result = {key: (source or {}).get(key) for key in ("type", "path")}
+    path = result.get("path")
+    if path:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return result
+        result.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return result
+
+
+def mark_validated(meta, now=None):
+    """The metadata of a domain whose guest passed validation."""
+    marked = dict(meta)
+    marked["phase"] = "validated"
+    marked["validated_at"] = now or utc_now()
+    return marked
 
 
 def from_element(elem):
@@ -158,10 +205,7 @@ def from_element(elem):
         "phase": _child_text(elem, "phase"),
         "spec_digest": _child_text(elem, "spec-digest"),
         "config_digest": _child_text(elem, "config-digest"),
-        "source": {
-            "type": source.get("type") if source is not None else None,
-            "path": source.get("path") if source is not None else None,
-        },
+        "source": {key: _source_attr(source, key) for key in SOURCE_KEYS},
         "volumes": volumes,
         "extra": extra,
     }

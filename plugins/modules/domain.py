@@ -326,14 +326,16 @@ def resolve_domain_type(module, conn):
     return detection["domain_type"], detection
 
 
-def desired_metadata(module, spec, plan, disks, previous):
+def desired_metadata(module, spec, plan, disks, previous, config_changed):
     extra = dict(module.params["metadata"] or {})
-    phase = extra.pop("phase", None) or (previous or {}).get("phase") or "defined"
+    # A new definition has not been validated yet; an unchanged one keeps the phase it reached.
+    kept = None if config_changed else (previous or {}).get("phase")
+    phase = extra.pop("phase", None) or kept or "defined"
     return meta_xml.new_metadata(
         phase=str(phase),
         spec_digest=meta_xml.digest_of(spec),
         config_digest=dxml.config_digest(plan),
-        source=spec.get("source"),
+        source=meta_xml.source_fingerprint(spec.get("source")),
         volumes=[{"path": d["path"], "pool": d["pool"], "name": d["volume"], "owned": d["owned"]} for d in disks],
         extra=extra,
     )
@@ -371,9 +373,9 @@ def ensure_present(module, conn, name):
         live_summary = dxml.comparable(dxml.summarize(live_xml), wanted_summary)
         running = bool(dom.isActive())
 
-    wanted_meta = desired_metadata(module, spec, plan, disks, previous)
     drift = live_summary is not None and live_summary != wanted_summary
     config_changed = dom is None or previous is None or previous.get("config_digest") != digest or drift
+    wanted_meta = desired_metadata(module, spec, plan, disks, previous, config_changed)
     meta_changed = meta_xml.content_of(previous) != meta_xml.content_of(wanted_meta)
     changed = config_changed or meta_changed
     final_meta = meta_xml.merge_timestamps(wanted_meta, previous) if changed else previous

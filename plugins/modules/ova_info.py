@@ -24,8 +24,8 @@ description:
   - Each disk is sniffed by its magic bytes and, with O(probe_disks=true), opened with C(qemu-img info)
     and C(qemu-img check), which rejects files that are not VMDK and truncated or damaged images. VMDK
     descriptors that point at extent files outside their own folder, and images with backing files, are refused.
-  - Disks declared C(ovf:compression="gzip") are recorded as RV(spec.disks[].compression=gzip) and not
-    probed; M(v2kvm.migrate.disk_convert) refuses them, so unpack the OVA and gunzip them first.
+  - Disks declared C(ovf:compression="gzip") are recorded in RV(spec.disks) with C(compression=gzip) and
+    not probed; M(v2kvm.migrate.disk_convert) refuses them, so unpack the OVA and gunzip them first.
   - Every error names the problem and the fix, and is raised before anything else happens.
 options:
   path:
@@ -99,7 +99,7 @@ notes:
 requirements:
   - defusedxml
 author:
-  - v2kvm.migrate developers
+  - v2kvm.migrate developers (@v2kvm)
 """
 
 EXAMPLES = r"""

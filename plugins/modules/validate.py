@@ -210,6 +210,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_xml as dxml
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img as qemu_img
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _serial_verdict as sv
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._domain_metadata import parse_libvirt_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
     HAS_LIBVIRT,
@@ -340,6 +341,25 @@ def watch_console(module, dom, console, success, failures, deadline):
         time.sleep(POLL_SECONDS)
 
 
+def record_validated(module, dom, domain_xml):
+    """Note the passed validation in the v2kvm metadata, so a re-run of the migration can tell this
+    guest is finished without redoing any phase. Returns whether it wrote anything."""
+    # The persistent definition is the record: a redefinition while the guest ran is only there.
+    meta = meta_xml.from_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if dom.isPersistent() else domain_xml)
+    if meta is None or meta.get("phase") == "validated":
+        return False
+    if module.check_mode:
+        return True
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+    try:
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, meta_xml.to_plain_xml(meta_xml.mark_validated(meta)),
+                        meta_xml.PREFIX, meta_xml.NAMESPACE, flags)
+    except libvirt.libvirtError as exc:
+        module.warn("could not record the validation in the domain metadata: %s" % exc)
+        return False
+    return True
+
+
 def run(module, conn):
     params = module.params
     name = params["name"]
@@ -368,7 +388,8 @@ def run(module, conn):
                 dom.destroy()
             module.fail_json(msg="validation of %s failed: %s" % (name, verdict["reason"]),
                              changed=started, verdict=verdict)
-        module.exit_json(changed=started, verdict=verdict)
+        recorded = record_validated(module, dom, domain_xml)
+        module.exit_json(changed=started or recorded, verdict=verdict)
 
     if params["content_compare"]:
         if running:

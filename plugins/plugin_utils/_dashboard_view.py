@@ -78,7 +78,7 @@ class LineView:
                 self._write(progress_line(self.board.vm(host), now))
         elif kind == "task_end" and event.get("status") in ("failed", "unreachable") and host:
             self._write("%s %s FAILED %s: %s" % (time.strftime("%H:%M:%S", time.localtime(now)), host,
-                                                  event.get("task") or "", (event.get("msg") or "").strip()))
+                                                 event.get("task") or "", (event.get("msg") or "").strip()))
         elif kind == "vm_end" and host:
             self._write(progress_line(self.board.vm(host), now))
         elif kind == "run_end":
@@ -100,7 +100,7 @@ class _KeyReader(threading.Thread):
     def run(self):
         while not self.stop.is_set():
             try:
-                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                ready = select.select([self.fd], [], [], 0.2)[0]
                 if not ready:
                     continue
                 data = os.read(self.fd, 1)
@@ -230,7 +230,7 @@ class TerminalView:
         rate = metrics["success_rate"]
         err = metrics["error_rate"]
         grid = Table.grid(expand=True, padding=(0, 2))
-        for _ in range(5):
+        for _column in range(5):
             grid.add_column()
         grid.add_row(Text("active %d" % metrics["active"], style=style["run"]),
                      Text("total %d" % metrics["total"]),
@@ -286,19 +286,19 @@ class TerminalView:
         if len(vms) <= rows:  # small runs show everyone
             shown = running + failed + sorted(succeeded, key=lambda vm: vm.finished or 0) + pending
         for vm in shown:
-            icon_style = {RUNNING: style["run"], FAILED: style["bad"], SUCCEEDED: style["ok"]}.get(vm.status,
-                                                                                                 style["dim"])
-            bar = Text("")
+            icon_style = {RUNNING: style["run"], FAILED: style["bad"], SUCCEEDED: style["ok"]}.get(
+                vm.status, style["dim"])
+            progress = Text("")
             if vm.total:
-                bar = Table.grid(padding=(0, 1))
-                bar.add_column(width=20)
-                bar.add_column(width=6)
-                bar.add_row(ProgressBar(total=vm.total, completed=vm.done, width=20,
-                                        complete_style=style["bar"], finished_style=style["bar_done"]),
-                            Text(_pct(vm)))
+                progress = Table.grid(padding=(0, 1))
+                progress.add_column(width=20)
+                progress.add_column(width=6)
+                progress.add_row(ProgressBar(total=vm.total, completed=vm.done, width=20,
+                                             complete_style=style["bar"], finished_style=style["bar_done"]),
+                                 Text(_pct(vm)))
             label = vm.host if vm.name in ("", vm.host) else "%s (%s)" % (vm.host, vm.name)
             table.add_row(Text(label), Text(vm.source_type or "-"), Text(ICONS.get(vm.status, "?"), style=icon_style),
-                          Text(vm.stage or "-"), bar, Text(mb_per_s(vm.rate) if vm.status == RUNNING else "-"),
+                          Text(vm.stage or "-"), progress, Text(mb_per_s(vm.rate) if vm.status == RUNNING else "-"),
                           Text(human_seconds(vm.elapsed(now))),
                           Text(human_seconds(vm.eta) if vm.status == RUNNING else "-"),
                           Text(vm.error.splitlines()[0] if vm.error else "", style=style["bad"]))

@@ -188,6 +188,7 @@ class MigrationBoard:
             vm.started = ts
         vm.finished = ts
         vm.rate, vm.eta = 0.0, None
+        vm.stage = "done" if vm.status == SUCCEEDED else "failed: %s" % vm.stage
         if vm.status == FAILED and event.get("msg"):
             vm.error = str(event["msg"])[:500]
         self._note(ts, event["host"], "%s %s" % (vm.name, vm.status))

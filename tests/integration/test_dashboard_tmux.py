@@ -12,7 +12,11 @@ import uuid
 
 import pytest
 
-from test_progress_channel import PYTHON, REPO, _convert_task, _processes_mentioning, slow_source  # noqa: F401
+import test_progress_channel
+from test_progress_channel import PYTHON, REPO, _convert_task, _processes_mentioning
+
+# The session fixture lives with the progress-channel tests; binding it here lets pytest find it.
+slow_source = test_progress_channel.slow_source
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -64,7 +68,7 @@ def _vm1_percent(screen):
     return None
 
 
-def test_terminal_view_shows_bars_advancing(tmp_path, slow_source):  # noqa: F811
+def test_terminal_view_shows_bars_advancing(tmp_path, slow_source):
     term, dest = _start(tmp_path, slow_source)
     try:
         seen, screen, screens = [], "", []
@@ -91,12 +95,12 @@ def test_terminal_view_shows_bars_advancing(tmp_path, slow_source):  # noqa: F81
         term.close()
 
 
-def test_q_stops_the_run_and_leaves_no_partial_image(tmp_path, slow_source):  # noqa: F811
+def test_q_stops_the_run_and_leaves_no_partial_image(tmp_path, slow_source):
     term, dest = _start(tmp_path, slow_source)
     part = dest / ".vm1.qcow2.part"
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and not (_vm1_percent(term.capture()) or 0) > 0:
+        while time.time() < deadline and (_vm1_percent(term.capture()) or 0) <= 0:
             time.sleep(0.2)
         assert part.exists(), term.capture()
         term.keys("q")

@@ -44,7 +44,8 @@ def start_module(tmp_path, **args):
                             text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS))
 
 
-def make_raw(path, pattern=PATTERN, size=SIZE):
+def make_raw(path, pattern=None, size=SIZE):
+    pattern = PATTERN if pattern is None else pattern
     with open(path, "wb") as handle:
         handle.truncate(size)
         for offset, data in pattern.items():
@@ -276,7 +277,7 @@ def test_interrupted_convert_leaves_no_final_file_and_no_part(tmp_path, big_stre
             proc.send_signal(signal.SIGTERM)
         else:
             os.kill(_qemu_img_child(proc.pid), signal.SIGKILL)
-        stdout, _ = proc.communicate(timeout=60)
+        stdout = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -207,7 +207,7 @@ def test_domain_defines_once_redefines_on_change_and_check_mode_defines_nothing(
     assert domain_xml(conn, name) == xml
 
     time.sleep(1.1)  # timestamps have one-second resolution
-    bigger = dict(args, spec=spec_for(name, [disk], memory_mib=384))
+    bigger = {**args, "spec": spec_for(name, [disk], memory_mib=384)}
     third = run_module("domain", tmp_path, diff=True, **bigger)
     assert third["changed"] is True
     assert "-memory_kib: 262144" in _unified(third["diff"]) and "+memory_kib: 393216" in _unified(third["diff"])

@@ -159,17 +159,31 @@ def _assert_plain_result(results, host):
     assert data["dest_format"] == "qcow2" and data["content_digest"].startswith("content-v1:")
 
 
-def _no_leftovers():
+def _our_async_files():
     async_dir = os.path.join(os.path.expanduser("~"), ".ansible_async")
-    return [] if not os.path.isdir(async_dir) else [n for n in os.listdir(async_dir) if n.startswith("v2kvm-")]
+    return set() if not os.path.isdir(async_dir) else {n for n in os.listdir(async_dir) if n.startswith("v2kvm-")}
+
+
+@pytest.fixture(autouse=True)
+def _async_files_before():
+    """What other runs (earlier, or concurrent on a shared machine) left is not this test's doing."""
+    global _BEFORE
+    _BEFORE = _our_async_files()
+
+
+_BEFORE = set()
+
+
+def _no_leftovers():
+    return sorted(_our_async_files() - _BEFORE)
 
 
 def test_progress_arrives_while_converting_locally_with_forks_and_free_strategy(tmp_path, slow_source):
     dest = tmp_path / "out"
     dest.mkdir()
     hosts = ["vm%d ansible_connection=local ansible_python_interpreter=%s" % (i, PYTHON) for i in (1, 2)]
-    events, results, _ = _run(tmp_path, ["[vms]", *hosts], [_convert_task(slow_source, str(dest))],
-                              forks=2, strategy="free")
+    events, results, _output = _run(tmp_path, ["[vms]", *hosts], [_convert_task(slow_source, str(dest))],
+                                    forks=2, strategy="free")
     for host in ("vm1", "vm2"):
         _assert_live(events, host, str(dest), slow_source)
         _assert_plain_result(results, host)
@@ -181,7 +195,7 @@ def test_progress_arrives_while_converting_delegated_over_ssh(tmp_path, slow_sou
     dest.mkdir()
     lines = ["conv01 " + _ssh_vars(sshd), "[vms]",
              "web01 ansible_connection=local ansible_python_interpreter=%s" % PYTHON]
-    events, results, _ = _run(tmp_path, lines, [_convert_task(slow_source, str(dest), delegate_to="conv01")])
+    events, results, _output = _run(tmp_path, lines, [_convert_task(slow_source, str(dest), delegate_to="conv01")])
     _assert_live(events, "web01", str(dest), slow_source)
     _assert_plain_result(results, "web01")
     assert _no_leftovers() == []
@@ -194,7 +208,7 @@ def test_progress_arrives_while_converting_over_ssh(tmp_path, slow_source, sshd)
     user_progress.write_text('{"ts":1,"stage":"convert","done":1,"total":9,"rate":0,"eta":null}\n')  # an old run
     task = _convert_task(slow_source, str(dest))
     task["v2kvm.migrate.disk_convert"]["progress_file"] = str(user_progress)
-    events, results, _ = _run(tmp_path, ["[vms]", "db01 " + _ssh_vars(sshd)], [task])
+    events, results, _output = _run(tmp_path, ["[vms]", "db01 " + _ssh_vars(sshd)], [task])
     _assert_live(events, "db01", str(dest), slow_source)
     _assert_plain_result(results, "db01")
     samples = [e for e in events if e["type"] == "progress"]
@@ -205,8 +219,9 @@ def test_progress_arrives_while_converting_over_ssh(tmp_path, slow_source, sshd)
 def test_check_mode_runs_the_plain_way_and_sends_no_progress(tmp_path, slow_source):
     dest = tmp_path / "out"
     dest.mkdir()
-    events, results, _ = _run(tmp_path, ["[vms]", "vm1 ansible_connection=local ansible_python_interpreter=%s"
-                                         % PYTHON], [_convert_task(slow_source, str(dest))], check=True)
+    host = "vm1 ansible_connection=local ansible_python_interpreter=%s" % PYTHON
+    events, results, _output = _run(tmp_path, ["[vms]", host], [_convert_task(slow_source, str(dest))],
+                                    check=True)
     assert [e for e in events if e["type"] == "progress"] == []
     result = [r for r in results if r["task"] == "Convert"][0]
     assert result["changed"] is True and result["result"]["actual_size"] is None
@@ -247,7 +262,7 @@ def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_
     assert part.exists(), "the conversion never started"
     assert _processes_mentioning(str(part)), "qemu-img is not running"
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    out = proc.communicate(timeout=60)[0]
     assert proc.returncode != 0, out
     deadline = time.time() + 15  # qemu-img dies at once; the module removes its .part right after
     while (_processes_mentioning(str(part)) or os.listdir(dest)) and time.time() < deadline:

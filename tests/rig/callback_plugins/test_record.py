@@ -31,7 +31,7 @@ class CallbackModule(CallbackBase):
         res.pop("invocation", None)
         self._results.append({
             "host": result._host.get_name(),
-            "task": result._task.get_name(),
+            "task": result._task.name or result._task.get_name(),
             "status": status,
             "changed": bool(res.get("changed")),
             "result": json.loads(json.dumps(res, default=str)),

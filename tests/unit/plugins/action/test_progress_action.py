@@ -44,7 +44,7 @@ def test_a_tail_started_at_an_offset_skips_older_runs(tmp_path):
     tail = ProgressTail(progress.stat().st_size)
     with open(progress, "a") as fh:
         fh.write(sample(7))
-    _, got = poll(tmp_path / "missing", progress, tail)
+    got = poll(tmp_path / "missing", progress, tail)[1]
     assert [s["done"] for s in got] == [7]
 
 

@@ -14,7 +14,8 @@ SIZE = 24 * MIB + 12345  # not a whole number of chunks
 PATTERN = {0: b"MBR" * 100, 5 * MIB - 3: os.urandom(3 * MIB), 20 * MIB + 1: b"x", SIZE - 7: b"the end"}
 
 
-def make_raw(path, pattern=PATTERN, size=SIZE):
+def make_raw(path, pattern=None, size=SIZE):
+    pattern = PATTERN if pattern is None else pattern
     with open(path, "wb") as handle:
         handle.truncate(size)
         for offset, data in pattern.items():

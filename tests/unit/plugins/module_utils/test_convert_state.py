@@ -87,3 +87,12 @@ def test_remove_and_summary(world):
     assert state_store.remove_sidecar(str(dest)) is True
     assert state_store.remove_sidecar(str(dest)) is False
     assert state_store.summary(None) == {}
+
+
+def test_touched_source_with_the_same_verified_digest_is_not_stale(world):
+    source, dest, fingerprint = world
+    state = state_store.read_sidecar(str(dest))
+    touched = dict(fingerprint, mtime_ns=fingerprint["mtime_ns"] + 10**9, sha256="ab" * 32)
+    assert state_store.stale_reason(state, touched, str(dest), "qcow2") is None
+    unverified = dict(touched, sha256=None)
+    assert "mtime_ns" in state_store.stale_reason(state, unverified, str(dest), "qcow2")

@@ -26,7 +26,8 @@ DISKS = [
 ]
 
 
-def plan(spec=SPEC, **overrides):
+def plan(spec=None, **overrides):
+    spec = SPEC if spec is None else spec
     args = dict(name="web01", disks=DISKS, network_map={"VM Network": "prod", "DMZ": "user"}, domain_type="qemu")
     args.update(overrides)
     return dxml.plan_from_spec(copy.deepcopy(spec), **args)

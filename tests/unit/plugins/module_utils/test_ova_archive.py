@@ -34,7 +34,7 @@ def test_member_offsets_point_at_the_member_bytes(tmp_path, tar_format):
 
     found = archive.read_ova_members(path)
 
-    assert [member.name for member in found] == [name for name, _ in members]
+    assert [member.name for member in found] == [name for name, _data in members]
     with open(path, "rb") as handle:
         for member, (_name, data) in zip(found, members):
             handle.seek(member.offset)

@@ -14,7 +14,8 @@ MIB = 1 << 20
 PATTERN = {0: b"boot sector" * 40, 3 * MIB + 17: os.urandom(70000), 9 * MIB - 5: b"tail!"}
 
 
-def make_raw(path, size=16 * MIB, pattern=PATTERN):
+def make_raw(path, size=16 * MIB, pattern=None):
+    pattern = PATTERN if pattern is None else pattern
     with open(path, "wb") as handle:
         handle.truncate(size)
         for offset, data in pattern.items():

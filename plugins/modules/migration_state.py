@@ -1,0 +1,126 @@
+#!/usr/bin/python
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: migration_state
+short_description: Tell whether a source VM's migration to this KVM host is already finished
+version_added: 0.1.0
+description:
+  - Reads the v2kvm migration metadata that M(v2kvm.migrate.domain) and M(v2kvm.migrate.validate) keep in
+    each libvirt domain, and finds the domain migrated from O(source_path).
+  - RV(complete) is true when that domain passed validation and the source file has the same size and
+    modification time as when it was migrated. A re-run of the migration role then skips every phase,
+    which makes re-running a finished fleet cheap: nothing is read but the domains' XML and one C(stat).
+  - Never changes anything.
+options:
+  source_path:
+    description:
+      - The source the migration read (an C(.ova), an C(.ovf) or a C(.vmdk)), as given to M(v2kvm.migrate.ova_info).
+    type: path
+    required: true
+  name:
+    description:
+      - Only consider the domain of this name (when the migration renamed the VM, or several domains came
+        from one source).
+    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - v2kvm.migrate.libvirt
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  idempotent:
+    description: Read-only.
+    support: full
+author:
+  - v2kvm.migrate developers (@v2kvm)
+"""
+
+EXAMPLES = r"""
+- name: Skip VMs whose migration is already finished
+  v2kvm.migrate.migration_state:
+    uri: qemu:///system
+    source_path: /exports/web01.ova
+  register: state
+
+- name: Migrate only what is not finished
+  ansible.builtin.include_role:
+    name: v2kvm.migrate.migrate_vm
+  when: not state.complete
+"""
+
+RETURN = r"""
+found:
+  description: A domain migrated from O(source_path) exists on the host.
+  returned: success
+  type: bool
+complete:
+  description: That domain passed validation and the source has not changed since.
+  returned: success
+  type: bool
+name:
+  description: Name of the domain found.
+  returned: success
+  type: str
+phase:
+  description: The last phase the migration reached (C(defined), C(validated), ...).
+  returned: success
+  type: str
+running:
+  description: The domain is running.
+  returned: success
+  type: bool
+validated_at:
+  description: When validation passed (UTC, ISO 8601).
+  returned: success
+  type: str
+source_changes:
+  description: How the source differs from the one migrated (empty when it does not).
+  returned: success
+  type: list
+  elements: str
+reason:
+  description: Why RV(complete) is what it is, in words.
+  returned: success
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
+    HAS_LIBVIRT,
+    LIBVIRT_IMPORT_ERROR,
+    LibvirtConnectionError,
+    open_connection,
+)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import describe
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            uri=dict(type="str", default="qemu:///system"),
+            source_path=dict(type="path", required=True),
+            name=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
+    try:
+        conn = open_connection(module.params["uri"])
+    except LibvirtConnectionError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, **describe(conn, module.params["source_path"], module.params["name"]))
+
+
+if __name__ == "__main__":
+    main()
