@@ -30,35 +30,44 @@ def source_changes(recorded, source_path):
     return changes
 
 
-def migrations_of(conn, source_path, name=None):
-    """Every domain whose metadata names this source (or, with ``name``, just that domain)."""
-    wanted = os.path.realpath(source_path)
+FILE_SOURCES = ("ova", "ovf", "vmdk")
+
+
+def migrations_of(conn, source_path=None, name=None):
+    """Every domain with v2kvm metadata naming this source file, or (with ``name``) that domain."""
+    wanted = os.path.realpath(source_path) if source_path else None
     found = []
     for dom in conn.listAllDomains(0):
         if name and dom.name() != name:
             continue
         # The persistent definition is the record (the live XML keeps what the guest was started with).
         meta = meta_xml.from_domain_xml(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0))
-        path = ((meta or {}).get("source") or {}).get("path")
-        if path and os.path.realpath(path) == wanted:
+        if meta is None:
+            continue
+        source = meta.get("source") or {}
+        if wanted is None or (source.get("path") and os.path.realpath(source["path"]) == wanted):
             found.append((dom, meta))
     return found
 
 
-def describe(conn, source_path, name=None):
-    """The module's result: is there a finished migration of this source, and if not, why not."""
+def describe(conn, source_path=None, name=None):
+    """The module's result: is there a finished migration of this source, and if not, why not.
+
+    A file source (OVA, OVF, VMDK) must also be unchanged since; for other sources (vSphere) the
+    domain is found by name and its validation is what counts."""
     found = migrations_of(conn, source_path, name)
     result = {"found": bool(found), "complete": False, "name": None, "phase": None, "running": None,
               "validated_at": None, "source_changes": [], "reason": None}
     if not found:
-        result["reason"] = "no domain on this host was migrated from %s" % source_path
+        result["reason"] = "no domain on this host was migrated from %s" % (source_path or name)
         return result
     if len(found) > 1:
         names = ", ".join(sorted(pair[0].name() for pair in found))
         result["reason"] = "several domains were migrated from this source (%s): set the VM name" % names
         return result
     dom, meta = found[0]
-    changes = source_changes(meta.get("source") or {}, source_path)
+    recorded = meta.get("source") or {}
+    changes = source_changes(recorded, source_path) if source_path and recorded.get("type") in FILE_SOURCES else []
     result.update(name=dom.name(), phase=meta.get("phase"), running=bool(dom.isActive()),
                   validated_at=meta.get("validated_at"), source_changes=changes)
     if meta.get("phase") != "validated":

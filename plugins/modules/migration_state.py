@@ -19,13 +19,14 @@ description:
 options:
   source_path:
     description:
-      - The source the migration read (an C(.ova), an C(.ovf) or a C(.vmdk)), as given to M(v2kvm.migrate.ova_info).
+      - The source file the migration read (an C(.ova), an C(.ovf) or a C(.vmdk)), as given to
+        M(v2kvm.migrate.ova_info). Its size and modification time must match the ones recorded.
+      - Leave it out for sources that are not files (vSphere) and give O(name).
     type: path
-    required: true
   name:
     description:
-      - Only consider the domain of this name (when the migration renamed the VM, or several domains came
-        from one source).
+      - Only consider the domain of this name (when the migration renamed the VM, several domains came
+        from one source, or the source is not a file).
     type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -108,9 +109,10 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             uri=dict(type="str", default="qemu:///system"),
-            source_path=dict(type="path", required=True),
+            source_path=dict(type="path"),
             name=dict(type="str"),
         ),
+        required_one_of=[("source_path", "name")],
         supports_check_mode=True,
     )
     if not HAS_LIBVIRT:

@@ -1,0 +1,425 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Copying a vSphere VM's disks to the conversion host: NFC export lease, datastore download, and
+warm sync with Changed Block Tracking. Power handling wraps all three (see ``PowerGuard``).
+
+Every function returns disk entries of the VM spec pointing at local files, which
+``disk_convert`` consumes like any other source disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_transfer as transfer
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import (
+    VsphereError,
+    call,
+    vim,
+    wait_task,
+)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_spec import parse_datastore_path
+
+SNAPSHOT_NAME = "v2kvm-sync"
+
+
+class Progress:
+    """Thread-safe byte counter feeding a ProgressWriter (or nothing)."""
+
+    def __init__(self, writer, stage, total):
+        self.writer = writer
+        self.stage = stage
+        self.total = total
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def add(self, count, resumed=False):
+        with self._lock:
+            self.done += count
+            if self.writer is not None:
+                self.writer.update(self.stage, self.done, max(self.total, self.done))
+
+    def set_stage(self, stage, total=None):
+        with self._lock:
+            self.stage = stage
+            if total is not None:
+                self.total, self.done = total, 0
+            if self.writer is not None:
+                self.writer.update(stage, self.done, max(self.total, self.done))
+
+
+# --------------------------------------------------------------------------- power
+
+
+def power_state(conn, vm):
+    return str(call(conn, "read the power state", lambda: vm.runtime.powerState))
+
+
+class PowerGuard:
+    """Powers the VM off (guest shutdown first, hard power-off only when allowed) and, if anything
+    fails afterwards, powers it on again when it was running before: ``with PowerGuard(...) as guard``."""
+
+    def __init__(self, conn, vm, *, shutdown_timeout, allow_hard_power_off, wanted_off):
+        self.conn, self.vm = conn, vm
+        self.shutdown_timeout = shutdown_timeout
+        self.allow_hard = allow_hard_power_off
+        self.wanted_off = wanted_off
+        self.original = None
+        self.actions = []
+
+    def __enter__(self):
+        self.original = power_state(self.conn, self.vm)
+        if self.wanted_off and self.original != "poweredOff":
+            self.power_off()
+        return self
+
+    def power_off(self):
+        if power_state(self.conn, self.vm) == "poweredOff":
+            return
+        name = self.vm.name
+        if self.original == "poweredOn":
+            try:
+                call(self.conn, "shut down the guest of %s" % name, self.vm.ShutdownGuest)
+                self.actions.append("guest shutdown")
+                deadline = time.monotonic() + self.shutdown_timeout
+                while time.monotonic() < deadline:
+                    if power_state(self.conn, self.vm) == "poweredOff":
+                        return
+                    time.sleep(min(1.0, max(0.05, self.shutdown_timeout / 50)))
+                why = "did not power off within %d s of a guest shutdown" % self.shutdown_timeout
+            except VsphereError as exc:
+                why = "refused a guest shutdown (%s)" % exc.problem
+        else:
+            why = "is %s" % self.original
+        if not self.allow_hard:
+            raise VsphereError("VM %s %s; a hard power-off was not allowed" % (name, why),
+                               "shut the guest down yourself, raise shutdown_timeout, or set "
+                               "allow_hard_power_off: true to accept a crash-consistent copy")
+        wait_task(self.conn, call(self.conn, "power off %s" % name, self.vm.PowerOffVM_Task), "power off " + name,
+                  timeout=max(60, self.conn.timeout))
+        self.actions.append("hard power-off")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.original == "poweredOn" and self.actions:
+            try:
+                if power_state(self.conn, self.vm) != "poweredOn":
+                    wait_task(self.conn, self.vm.PowerOnVM_Task(), "power on " + self.vm.name, timeout=300)
+                    self.actions.append("powered on again after the failure")
+            except Exception as restore_exc:  # keep the original error; say the VM is left off
+                self.actions.append("could NOT power it on again (%s): start it by hand" % type(restore_exc).__name__)
+        return False
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _local_disk(disk, path, fmt, subformat, size, sha1=None):
+    entry = copy.deepcopy(disk)
+    entry.update({"source_path": disk["path"], "path": path, "member": None, "offset": 0, "size": size,
+                  "format": fmt, "subformat": subformat, "compression": None, "sha1": sha1, "sha256": None})
+    return entry
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def datastore_url(conn, datacenter, datastore_path, flat=True):
+    datastore, rel = parse_datastore_path(datastore_path)
+    if flat and rel.endswith(".vmdk") and not rel.endswith("-flat.vmdk"):
+        rel = rel[:-len(".vmdk")] + "-flat.vmdk"
+    return "%s/folder/%s?dcPath=%s&dsName=%s" % (conn.base_url, quote(rel), quote(datacenter or ""),
+                                                  quote(datastore))
+
+
+# --------------------------------------------------------------------------- NFC export
+
+
+def _lease_url(conn, url):
+    parts = urlsplit(url)
+    host = parts.netloc
+    if host.startswith("*"):  # ESXi and vCenter put "*" for "the host you talked to"
+        host = "%s:%d" % (conn.host, conn.port) if conn.port != 443 else conn.host
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _match_device_url(disks, device_url, index):
+    """The spec disk an NFC deviceUrl belongs to: by controller kind, bus and unit in its key."""
+    key = device_url.key or ""
+    tail = key.rsplit("/", 1)[-1]
+    kinds = (("scsi", ("SCSI", "LsiLogic", "BusLogic")), ("ide", ("IDE",)), ("sata", ("SATA", "AHCI")),
+             ("nvme", ("NVME", "NVMe")))
+    kind = next((name for name, words in kinds if any(word in tail for word in words)), None)
+    match = re.search(r"(\d+):(\d+)$", tail)
+    bus, unit = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+    for disk in disks:
+        if kind == disk["controller"] and bus == disk.get("bus") and unit == disk["unit"]:
+            return disk
+    return disks[index] if index < len(disks) else None
+
+
+def _wait_lease_ready(conn, lease, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        state = call(conn, "read the export lease state", lambda: lease.state)
+        if state == "ready":
+            return
+        if state == "error":
+            error = call(conn, "read the export lease error", lambda: lease.error)
+            raise VsphereError("vCenter could not prepare the export: %s" % getattr(error, "msg", error),
+                               "see the export task in vCenter; check the VM's disks are accessible")
+        if time.monotonic() > deadline:
+            raise VsphereError("the export lease was not ready within %d s" % timeout,
+                               "retry when the host is less busy or raise the timeout option")
+        time.sleep(0.2)
+
+
+def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=None, retries=3):
+    """Download every disk through an ExportVm lease; returns (disks, bytes fetched now, manifest checks)."""
+    lease = call(conn, "start an export (ExportVm) of %s" % spec["name"], vm.ExportVm)
+    cancel = threading.Event()
+    stop_keepalive = threading.Event()
+    try:
+        _wait_lease_ready(conn, lease, timeout)
+        info = call(conn, "read the export lease", lambda: lease.info)
+        jobs = []
+        for index, device_url in enumerate(u for u in info.deviceUrl if u.disk):
+            disk = _match_device_url(spec["disks"], device_url, index)
+            if disk is None:
+                raise VsphereError("the export lease offers a disk (%s) the VM spec does not list" % device_url.key,
+                                   "run vsphere_vm_info again: the VM changed while it was read")
+            target = os.path.join(dest, "%s-%s.vmdk" % (spec["name"], disk["id"]))
+            jobs.append((disk, device_url, target))
+        total = (sum(job[1].fileSize or 0 for job in jobs)
+                 or sum(job[0]["capacity_bytes"] for job in jobs))
+        progress = Progress(writer, "export", total)
+
+        def keep_alive():
+            while not stop_keepalive.wait(keepalive):
+                percent = int(min(99, 100 * progress.done / total)) if total else 0
+                try:
+                    lease.HttpNfcLeaseProgress(percent)
+                except Exception:  # noqa: S110 - a missed keep-alive is retried next interval
+                    pass
+
+        ticker = threading.Thread(target=keep_alive, name="nfc-keepalive", daemon=True)
+        ticker.start()
+        session = transfer.new_session(conn)
+
+        def fetch(job):
+            disk, device_url, target = job
+            # Each lease makes a new streamOptimized file (new CID), so a .part of an earlier lease is
+            # useless; a transfer that breaks resumes with Range within this lease.
+            if os.path.exists(target + ".part"):
+                os.unlink(target + ".part")
+            for attempt in range(1, retries + 1):
+                try:
+                    sha1, size, _now = transfer.download(
+                        session, _lease_url(conn, device_url.url), target,
+                        label="disk %s of %s" % (disk["id"], spec["name"]), expected_size=device_url.fileSize or None,
+                        on_bytes=progress.add, timeout=timeout, cancel=cancel)
+                    return sha1, size, size  # the .part was dropped above: every byte came in this run
+                except transfer.TransferBroken:
+                    if attempt == retries:
+                        raise
+                    time.sleep(min(5, attempt))
+
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [pool.submit(fetch, job) for job in jobs]
+            try:
+                results = [future.result() for future in futures]
+            except BaseException:
+                cancel.set()
+                raise
+        progress.set_stage("verify")
+        manifest = {entry.key: entry for entry in (call(conn, "read the export manifest",
+                                                        lease.HttpNfcLeaseGetManifest) or [])}
+        disks, checks, fetched = [], [], 0
+        for (disk, device_url, target), (sha1, size, now) in zip(jobs, results):
+            fetched += now
+            entry = manifest.get(device_url.key)
+            if entry is not None and (entry.sha1.lower() != sha1 or (entry.size and entry.size != size)):
+                os.unlink(target)
+                raise VsphereError("disk %s of %s does not match the export manifest (sha1 %s, expected %s)"
+                                   % (disk["id"], spec["name"], sha1, entry.sha1),
+                                   "run again to download it anew; if it persists check the datastore")
+            checks.append({"disk": disk["id"], "sha1": sha1, "size": size, "verified": entry is not None})
+            disks.append(_local_disk(disk, target, "vmdk", "streamOptimized", size, sha1 if entry else None))
+        stop_keepalive.set()
+        call(conn, "complete the export lease", lease.HttpNfcLeaseProgress, 100)
+        call(conn, "complete the export lease", lease.HttpNfcLeaseComplete)
+        return disks, fetched, checks
+    except BaseException:
+        stop_keepalive.set()
+        try:
+            lease.HttpNfcLeaseAbort()
+        except Exception:  # noqa: S110 - the lease times out on its own when not aborted
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------- datastore download
+
+
+def export_datastore(conn, spec, dest, *, parallel, timeout, writer=None, disk_paths=None):
+    """Download each disk's -flat.vmdk through the datastore /folder URL (raw results)."""
+    disks = spec["disks"]
+    progress = Progress(writer, "export", sum(d["capacity_bytes"] for d in disks))
+    session = transfer.new_session(conn)
+    cancel = threading.Event()
+
+    def fetch(disk):
+        for what, forbidden in (("rdm", disk.get("rdm")), ("subformat", disk.get("subformat") not in ("vmfs", None))):
+            if forbidden:
+                raise VsphereError("disk %s of %s is not a flat VMFS disk (%s)" % (disk["id"], spec["name"], what),
+                                   "use method: nfc, which exports any disk type")
+        source = (disk_paths or {}).get(disk["id"]) or disk["datastore_path"]
+        target = os.path.join(dest, "%s-%s.raw" % (spec["name"], disk["id"]))
+        sha1, size, now = transfer.download(session, datastore_url(conn, spec["source"]["datacenter"], source),
+                                            target, label="disk %s of %s" % (disk["id"], spec["name"]),
+                                            expected_size=disk["capacity_bytes"], on_bytes=progress.add,
+                                            timeout=timeout, cancel=cancel)
+        return _local_disk(disk, target, "raw", None, size), now
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(fetch, disk) for disk in disks]
+        try:
+            results = [future.result() for future in futures]
+        except BaseException:
+            cancel.set()
+            raise
+    return [entry for entry, unused in results], sum(now for unused, now in results)
+
+
+# --------------------------------------------------------------------------- snapshots and CBT
+
+
+def create_snapshot(conn, vm, name=SNAPSHOT_NAME):
+    task = call(conn, "snapshot %s" % vm.name, vm.CreateSnapshot_Task, name=name,
+                description="v2kvm.migrate sync point; removed after the copy", memory=False, quiesce=False)
+    wait_task(conn, task, "snapshot " + vm.name)
+    return call(conn, "read the new snapshot", lambda: task.info.result)
+
+
+def remove_snapshot(conn, vm, snapshot):
+    wait_task(conn, call(conn, "remove the sync snapshot of %s" % vm.name, snapshot.RemoveSnapshot_Task,
+                         removeChildren=False), "remove the sync snapshot of " + vm.name)
+
+
+def enable_cbt(conn, vm):
+    """Turn on change tracking; vSphere applies it at the next stun, which the sync snapshot causes."""
+    if call(conn, "read the CBT setting", lambda: vm.config.changeTrackingEnabled):
+        return False
+    wait_task(conn, call(conn, "enable change tracking on %s" % vm.name, vm.ReconfigVM_Task,
+                         spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT on " + vm.name)
+    return True
+
+
+def changed_areas(conn, vm, snapshot, device_key, change_id, capacity):
+    """All (start, length) QueryChangedDiskAreas reports since ``change_id`` ('*' = every allocated area)."""
+    areas, offset = [], 0
+    while offset < capacity:
+        info = call(conn, "query changed disk areas", vm.QueryChangedDiskAreas, snapshot=snapshot,
+                    deviceKey=device_key, startOffset=offset, changeId=change_id)
+        areas.extend((area.start, area.length) for area in (info.changedArea or []))
+        if not info.length:
+            break
+        offset = info.startOffset + info.length
+    return areas
+
+
+def warm_state_path(dest, name):
+    return os.path.join(dest, ".%s.v2kvm-warm.json" % name)
+
+
+def warm_sync(conn, vm, spec, dest, *, timeout, writer=None, guard=None):
+    """One sync: snapshot, copy what changed since the recorded changeIds (everything the first time),
+    record the new changeIds beside the copies, remove the snapshot. Returns the sync record."""
+    state_path = warm_state_path(dest, spec["name"])
+    state = read_json(state_path) or {}
+    if state.get("moid") not in (None, spec["source"]["moid"]) or \
+            state.get("instance_uuid") not in (None, spec["source"]["instance_uuid"]):
+        raise VsphereError("%s holds the warm-sync state of another VM (%s)" % (state_path, state.get("moid")),
+                           "use another dest directory, or remove it to start over")
+    state.update({"moid": spec["source"]["moid"], "instance_uuid": spec["source"]["instance_uuid"],
+                  "vcenter": spec["source"]["vcenter"]})
+    records = state.setdefault("disks", {})
+    started = time.monotonic()
+    snapshot = create_snapshot(conn, vm)
+    session = transfer.new_session(conn)
+    try:
+        snap_disks = {d.key: d for d in call(conn, "read the snapshot disks", lambda: snapshot.config.hardware.device)
+                      if isinstance(d, vim.vm.device.VirtualDisk)}
+        plan = []
+        for disk in spec["disks"]:
+            device = snap_disks.get(disk["key"])
+            if device is None or not getattr(device.backing, "changeId", None):
+                raise VsphereError("the sync snapshot of %s has no change id for disk %s" % (spec["name"], disk["id"]),
+                                   "CBT is not active yet on that disk: power-cycle the VM or remove all its "
+                                   "snapshots, then run again")
+            target = os.path.join(dest, "%s-%s.raw" % (spec["name"], disk["id"]))
+            record = records.get(disk["id"]) or {}
+            full = (not record.get("change_id") or not os.path.exists(target)
+                    or os.path.getsize(target) != disk["capacity_bytes"])
+            areas = changed_areas(conn, vm, snapshot, disk["key"], "*" if full else record["change_id"],
+                                  disk["capacity_bytes"])
+            plan.append((disk, device, target, full, areas))
+        progress = Progress(writer, "sync", sum(length for *unused, areas in plan for unused, length in areas))
+        copied = {}
+        for disk, device, target, full, areas in plan:
+            if full:
+                with open(target, "wb") as handle:
+                    handle.truncate(disk["capacity_bytes"])
+            url = datastore_url(conn, spec["source"]["datacenter"], device.backing.fileName)
+            with open(target, "r+b") as handle:
+                copied[disk["id"]] = transfer.read_ranges(session, url, areas, handle, on_bytes=progress.add,
+                                                          label="disk %s of %s" % (disk["id"], spec["name"]),
+                                                          timeout=timeout)
+                handle.flush()
+                os.fsync(handle.fileno())
+            # Only after the bytes are on disk: a crash before this line re-copies the same areas.
+            records[disk["id"]] = {"file": target, "change_id": device.backing.changeId,
+                                   "capacity": disk["capacity_bytes"]}
+            write_json_atomic(state_path, state)
+    finally:
+        remove_snapshot(conn, vm, snapshot)
+    seconds = round(time.monotonic() - started, 3)
+    sync = {"kind": "full" if any(step[3] for step in plan) else "delta", "bytes": sum(copied.values()),
+            "bytes_per_disk": copied, "seconds": seconds,
+            "areas": sum(len(areas) for *unused, areas in plan), "powered_off": power_state(conn, vm) == "poweredOff"}
+    state.setdefault("syncs", []).append(dict(sync, at=int(time.time())))
+    write_json_atomic(state_path, state)
+    disks = [_local_disk(disk, records[disk["id"]]["file"], "raw", None, disk["capacity_bytes"])
+             for disk in spec["disks"]]
+    for entry in disks:
+        entry["change_id"] = records[entry["id"]]["change_id"]
+    return sync, disks, state

@@ -1,0 +1,165 @@
+#!/usr/bin/python
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: preflight
+short_description: Check a VM spec for what stops or complicates its migration
+version_added: 0.2.0
+description:
+  - Evaluates the pre-flight rules on one VM spec (from M(v2kvm.migrate.vsphere_vm_info), the vSphere inventory or
+    M(v2kvm.migrate.ova_info)) and returns each finding with a severity (critical, warning, info) and a message
+    naming the fix.
+  - "Rules: raw device mappings, independent disks, shared (multi-writer) disks, existing snapshots, CBT state
+    (warm), virtual TPM, PCI passthrough, USB controller, UEFI secure boot, unsupported guest OS, disk count,
+    disk size against the free space of O(target_path), name conflict with a domain on O(uri)."
+  - With O(fail_on_critical=true) a critical finding fails the task, which stops that VM (that host) and not the
+    rest of the fleet.
+options:
+  spec:
+    description: The normalized VM spec (docs/vm-spec.md).
+    type: dict
+    required: true
+  mode:
+    description: Cold copy or warm (CBT) sync; some rules are stricter for warm.
+    type: str
+    choices: [cold, warm]
+    default: cold
+  target_path:
+    description:
+      - Directory on the target that receives the disks (the storage pool path). Its file system's free space is
+        compared with the sum of the disks' capacities. The nearest existing parent is used if it does not exist.
+    type: path
+  uri:
+    description:
+      - libvirt URI of the target; when set, an existing domain with the spec's name is a critical finding.
+    type: str
+  existing_names:
+    description: Names already taken on the target (added to what O(uri) reports).
+    type: list
+    elements: str
+    default: []
+  fail_on_critical:
+    description: Fail the task when a critical finding exists.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: N/A
+  platform:
+    platforms: posix
+  idempotent:
+    description: Reads only.
+    support: full
+author:
+  - v2kvm.migrate developers (@v2kvm)
+"""
+
+EXAMPLES = r"""
+- name: Pre-flight a vSphere VM from the inventory on its target host
+  v2kvm.migrate.preflight:
+    spec: "{{ v2kvm_spec }}"
+    mode: warm
+    target_path: /var/lib/libvirt/images/v2kvm
+    uri: qemu:///system
+  delegate_to: kvm01
+"""
+
+RETURN = r"""
+findings:
+  description: Findings, most severe first, each with C(rule), C(severity), C(message) (with the fix) and C(disk) when
+    it concerns one disk.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"rule": "vtpm", "severity": "critical", "message": "the VM has a virtual TPM ... Fix: ..."}]
+summary:
+  description: Count of findings per severity.
+  returned: always
+  type: dict
+  sample: {"critical": 1, "warning": 0, "info": 2}
+blocked:
+  description: Whether a critical finding stops this VM.
+  returned: always
+  type: bool
+target_free_bytes:
+  description: Free bytes found at O(target_path), null without it.
+  returned: always
+  type: int
+"""
+
+import os
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _preflight_rules as rules
+
+try:
+    import libvirt  # noqa: F401 - only probed here; _libvirt_conn uses it
+
+    HAS_LIBVIRT = True
+    LIBVIRT_IMPORT_ERROR = None
+except ImportError:
+    HAS_LIBVIRT = False
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+
+
+def _free_bytes(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _domain_names(module, uri):
+    if not HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
+    from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import LibvirtConnectionError, \
+        open_connection
+
+    try:
+        conn = open_connection(uri)
+    except LibvirtConnectionError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        return [domain.name() for domain in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        spec=dict(type="dict", required=True),
+        mode=dict(type="str", default="cold", choices=["cold", "warm"]),
+        target_path=dict(type="path"),
+        uri=dict(type="str"),
+        existing_names=dict(type="list", elements="str", default=[]),
+        fail_on_critical=dict(type="bool", default=True),
+    ), supports_check_mode=True)
+    params = module.params
+    free = _free_bytes(params["target_path"]) if params["target_path"] else None
+    names = list(params["existing_names"])
+    if params["uri"]:
+        names += _domain_names(module, params["uri"])
+    findings = rules.evaluate(params["spec"], mode=params["mode"], target_free_bytes=free, existing_names=names)
+    counts = rules.summary(findings)
+    result = dict(changed=False, findings=findings, summary=counts, blocked=counts["critical"] > 0,
+                  target_free_bytes=free)
+    if result["blocked"] and params["fail_on_critical"]:
+        module.fail_json(msg="pre-flight of %s found %d critical problem(s): %s" % (
+            params["spec"].get("name"), counts["critical"],
+            " | ".join(f["message"] for f in findings if f["severity"] == rules.CRITICAL)), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

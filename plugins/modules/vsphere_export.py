@@ -1,0 +1,371 @@
+#!/usr/bin/python
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: vsphere_export
+short_description: Copy a vSphere VM's disks to the conversion host (NFC export, datastore download or warm CBT sync)
+version_added: 0.2.0
+description:
+  - Copies every disk of one VM into O(dest) and returns the VM spec whose C(disks) point at the local copies,
+    ready for M(v2kvm.migrate.disk_convert).
+  - O(method=nfc) (cold) exports through an C(ExportVm) lease, as ovftool does: streamOptimized VMDKs, several
+    disks in parallel (O(parallel_disks)), a lease keep-alive every O(lease_keepalive) seconds, each file checked
+    against the lease manifest (sha1 and size). The VM must be powered off; see the power options.
+  - O(method=datastore) (cold) downloads each disk's C(-flat.vmdk) through the datastore C(/folder) URL (raw
+    result), for accounts or hosts where NFC export is not allowed. A running VM is read from a snapshot's base
+    disks (crash-consistent) when O(power_off=false).
+  - O(method=warm) keeps the VM running: it enables Changed Block Tracking, takes a snapshot, copies all allocated
+    areas the first time and afterwards only the areas C(QueryChangedDiskAreas) reports since the recorded
+    changeIds, then removes the snapshot. The changeIds are kept in C(.NAME.v2kvm-warm.json) in O(dest), so any
+    re-run resumes with a delta. O(cutover=true) powers the VM off first, so the last delta makes the copy final.
+  - Downloads resume with HTTP C(Range) from the C(.part) file a broken run left behind.
+  - Power: a running VM is shut down through the guest (VMware Tools) and waited for up to O(shutdown_timeout)
+    seconds; a hard power-off happens only with O(allow_hard_power_off=true). If anything fails after this
+    module powered the VM off, it powers the VM on again. After a successful cold export the VM stays off.
+options:
+  dest:
+    description:
+      - Directory on the host the module runs on that receives the disk copies and the state files. Must exist.
+    type: path
+    required: true
+  method:
+    description:
+      - How the disks are copied, see the description.
+    type: str
+    choices: [nfc, datastore, warm]
+    default: nfc
+  power_off:
+    description:
+      - Power the VM off before a cold copy (O(method=nfc) needs it). With O(method=datastore) and V(false) a running
+        VM is copied from a snapshot. Ignored with O(method=warm) (see O(cutover)).
+    type: bool
+    default: true
+  shutdown_timeout:
+    description:
+      - Seconds to wait for the guest to power off after a guest shutdown request.
+    type: int
+    default: 300
+  allow_hard_power_off:
+    description:
+      - Power the VM off hard when the guest shutdown fails or times out (the copy is then crash-consistent).
+    type: bool
+    default: false
+  parallel_disks:
+    description:
+      - How many disks download at the same time.
+    type: int
+    default: 2
+  lease_keepalive:
+    description:
+      - Seconds between C(HttpNfcLeaseProgress) calls that keep the export lease alive and show progress in vCenter.
+    type: int
+    default: 30
+  cutover:
+    description:
+      - With O(method=warm), power the VM off (see the power options) and run the final delta sync.
+    type: bool
+    default: false
+  downtime_budget:
+    description:
+      - With O(method=warm) and O(cutover=false), keep running delta syncs until the estimated duration of the last
+        delta (its bytes at the measured throughput) fits in this many seconds, at most O(max_syncs) syncs.
+        V(0) runs one sync.
+    type: int
+    default: 0
+  max_syncs:
+    description:
+      - Most syncs one run makes while trying to meet O(downtime_budget).
+    type: int
+    default: 5
+  force:
+    description:
+      - Copy again even when a completed cold export of the same VM is recorded in O(dest).
+    type: bool
+    default: false
+  progress_file:
+    description:
+      - When set, JSON lines C({"ts", "stage", "done", "total", "rate", "eta"}) are appended while disks are copied
+        (C(stage=export), C(verify), C(sync)), and a last line with C(stage=done) or C(failed). Bytes are bytes
+        transferred.
+    type: path
+extends_documentation_fragment:
+  - v2kvm.migrate.vsphere
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Connects and finds the VM, then reports what it would do without touching the VM or O(dest).
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  idempotent:
+    description: A cold export recorded as complete in O(dest) is not repeated; a warm sync always copies the delta.
+    support: partial
+notes:
+  - The disk copies land on the host the module runs on; delegate it to the conversion host.
+  - Warm sync reads changed areas through the datastore C(/folder) URL of the snapshot's base disks.
+author:
+  - v2kvm.migrate developers (@v2kvm)
+"""
+
+EXAMPLES = r"""
+- name: Cold export through NFC into the conversion host's work dir
+  v2kvm.migrate.vsphere_export:
+    hostname: vcenter.example.com
+    username: migrator@vsphere.local
+    password: "{{ vault_vcenter_password }}"
+    name: web01
+    dest: /var/lib/v2kvm/work/web01
+    allow_hard_power_off: false
+  delegate_to: kvm01
+  register: export
+
+- name: Warm sync while the VM runs (repeat as often as wanted)
+  v2kvm.migrate.vsphere_export:
+    name: db01
+    dest: /var/lib/v2kvm/work/db01
+    method: warm
+    downtime_budget: 60
+
+- name: Cut over (power off, last delta)
+  v2kvm.migrate.vsphere_export:
+    name: db01
+    dest: /var/lib/v2kvm/work/db01
+    method: warm
+    cutover: true
+"""
+
+RETURN = r"""
+spec:
+  description: The VM spec read from vCenter with C(disks) pointing at the local copies (C(source_path) keeps
+    the original C(/vmfs/volumes/...) path).
+  returned: success
+  type: dict
+disks:
+  description: The local disk entries (same as RV(spec.disks)).
+  returned: success
+  type: list
+  elements: dict
+method:
+  description: The copy method used.
+  returned: always
+  type: str
+  sample: nfc
+bytes_fetched:
+  description: Bytes transferred by this run (a resumed download counts only the rest).
+  returned: success
+  type: int
+original_power_state:
+  description: Power state of the VM when the module started.
+  returned: success
+  type: str
+  sample: poweredOn
+power_actions:
+  description: What the module did to the VM's power (guest shutdown, hard power-off, powered on again).
+  returned: always
+  type: list
+  elements: str
+manifest:
+  description: Per disk, the sha1 and size of the export and whether the lease manifest confirmed it (NFC).
+  returned: when method=nfc
+  type: list
+  elements: dict
+sync:
+  description: The last warm sync, with C(kind) (full or delta), C(bytes), C(bytes_per_disk), C(areas), C(seconds).
+  returned: when method=warm
+  type: dict
+syncs:
+  description: Every sync made by this run.
+  returned: when method=warm
+  type: list
+  elements: dict
+estimated_cutover_seconds:
+  description: Estimated duration of the final delta from the last delta's bytes and throughput.
+  returned: when method=warm
+  type: float
+change_ids:
+  description: Disk id to the changeId the local copy now matches (kept in O(dest) too).
+  returned: when method=warm
+  type: dict
+"""
+
+import os
+import signal
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_transfer as vtransfer
+from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
+from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_module import (
+    connect_from_params,
+    connection_argument_spec,
+    selected_vm,
+)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted("interrupted by signal %d" % signum)
+
+
+def _cold_record_path(dest, name):
+    return os.path.join(dest, ".%s.v2kvm-export.json" % name)
+
+
+def _recorded_export(vexport, dest, spec, method):
+    record = vexport.read_json(_cold_record_path(dest, spec["name"]))
+    if not record or record.get("moid") != spec["source"]["moid"] or record.get("method") != method:
+        return None
+    disks = record.get("disks") or []
+    for disk in disks:
+        if not os.path.exists(disk["path"]) or os.path.getsize(disk["path"]) != disk["size"]:
+            return None
+    return disks if len(disks) == len(spec["disks"]) else None
+
+
+def _cold(module, conn, vm, spec, vexport, writer, result):
+    params = module.params
+    method = params["method"]
+    recorded = None if params["force"] else _recorded_export(vexport, params["dest"], spec, method)
+    if recorded is not None:
+        result.update(disks=recorded, bytes_fetched=0, changed=False,
+                      reason="a completed export of this VM is recorded in dest; force: true copies again")
+        return
+    wants_off = params["power_off"] or method == "nfc"
+    if module.check_mode:
+        result.update(changed=True, disks=spec["disks"], bytes_fetched=0,
+                      reason="would %s%s" % ("power the VM off and " if wants_off and result[
+                          "original_power_state"] != "poweredOff" else "", "export the disks"))
+        return
+    guard = vexport.PowerGuard(conn, vm, shutdown_timeout=params["shutdown_timeout"],
+                               allow_hard_power_off=params["allow_hard_power_off"], wanted_off=wants_off)
+    try:
+        with guard:
+            if method == "nfc":
+                disks, fetched, checks = vexport.export_nfc(
+                    conn, vm, spec, params["dest"], parallel=params["parallel_disks"],
+                    keepalive=params["lease_keepalive"], timeout=params["timeout"], writer=writer)
+                result["manifest"] = checks
+            elif vexport.power_state(conn, vm) == "poweredOff":
+                disks, fetched = vexport.export_datastore(conn, spec, params["dest"], parallel=params["parallel_disks"],
+                                                          timeout=params["timeout"], writer=writer)
+            else:
+                snapshot = vexport.create_snapshot(conn, vm)
+                try:
+                    disks, fetched = vexport.export_datastore(conn, spec, params["dest"],
+                                                              parallel=params["parallel_disks"],
+                                                              timeout=params["timeout"], writer=writer)
+                finally:
+                    vexport.remove_snapshot(conn, vm, snapshot)
+    finally:
+        result["power_actions"] = guard.actions
+    vexport.write_json_atomic(_cold_record_path(params["dest"], spec["name"]), {
+        "moid": spec["source"]["moid"], "method": method, "disks": disks, "at": int(time.time())})
+    result.update(disks=disks, bytes_fetched=fetched, changed=True)
+
+
+def _warm(module, conn, vm, spec, vexport, writer, result):
+    params = module.params
+    if module.check_mode:
+        state = vexport.read_json(vexport.warm_state_path(params["dest"], spec["name"])) or {}
+        result.update(changed=True, disks=spec["disks"], bytes_fetched=0, syncs=[], change_ids={},
+                      reason="would run a %s sync" % ("delta" if state.get("disks") else "full"))
+        return
+    if vexport.enable_cbt(conn, vm):
+        result["power_actions"].append("enabled change tracking")
+    guard = vexport.PowerGuard(conn, vm, shutdown_timeout=params["shutdown_timeout"],
+                               allow_hard_power_off=params["allow_hard_power_off"], wanted_off=params["cutover"])
+    syncs = []
+    try:
+        with guard:
+            while True:
+                sync, disks, state = vexport.warm_sync(conn, vm, spec, params["dest"], timeout=params["timeout"],
+                                                       writer=writer)
+                syncs.append(sync)
+                rate = sync["bytes"] / sync["seconds"] if sync["seconds"] > 0 and sync["bytes"] else None
+                estimate = round(sync["bytes"] / rate, 3) if rate else 0.0
+                if (params["cutover"] or not params["downtime_budget"] or len(syncs) >= params["max_syncs"]
+                        or (sync["kind"] == "delta" and estimate <= params["downtime_budget"])):
+                    break
+        if params["cutover"]:
+            state["cut_over"] = int(time.time())
+            vexport.write_json_atomic(vexport.warm_state_path(params["dest"], spec["name"]), state)
+    finally:
+        result["power_actions"].extend(guard.actions)
+    result.update(disks=disks, bytes_fetched=sum(s["bytes"] for s in syncs), changed=True, sync=syncs[-1],
+                  syncs=syncs, estimated_cutover_seconds=estimate,
+                  change_ids={disk["id"]: disk["change_id"] for disk in disks})
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(
+        dest=dict(type="path", required=True),
+        method=dict(type="str", default="nfc", choices=["nfc", "datastore", "warm"]),
+        power_off=dict(type="bool", default=True),
+        shutdown_timeout=dict(type="int", default=300),
+        allow_hard_power_off=dict(type="bool", default=False),
+        parallel_disks=dict(type="int", default=2),
+        lease_keepalive=dict(type="int", default=30),
+        cutover=dict(type="bool", default=False),
+        downtime_budget=dict(type="int", default=0),
+        max_syncs=dict(type="int", default=5),
+        force=dict(type="bool", default=False),
+        progress_file=dict(type="path"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=[("name", "moid", "uuid")],
+                           required_one_of=[("name", "moid", "uuid")])
+    if not vconn.HAS_PYVMOMI:
+        module.fail_json(msg=missing_required_lib("pyvmomi"), exception=str(vconn.PYVMOMI_IMPORT_ERROR))
+    if not vtransfer.HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"), exception=str(vtransfer.REQUESTS_IMPORT_ERROR))
+    from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_export as vexport
+    from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_spec as vspec
+
+    params = module.params
+    secrets = [params["password"]]
+    if not os.path.isdir(params["dest"]):
+        module.fail_json(msg="dest %s is not a directory. Fix: create it first (the role does)." % params["dest"])
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    result = dict(changed=False, method=params["method"], power_actions=[])
+    writer = ProgressWriter(params["progress_file"]) if params["progress_file"] and not module.check_mode else None
+    try:
+        with connect_from_params(params) as conn:
+            ref, props, place, portgroups = selected_vm(conn, params)
+            spec = vspec.build_spec(ref, props, place, conn.host, portgroups=portgroups)
+            result["original_power_state"] = spec["source"]["power_state"]
+            if params["method"] == "warm":
+                _warm(module, conn, ref, spec, vexport, writer, result)
+            else:
+                _cold(module, conn, ref, spec, vexport, writer, result)
+            spec["disks"] = result["disks"]
+            result["spec"] = spec
+    except (SourceError, Interrupted) as exc:
+        if writer is not None:
+            writer.update("failed", 0, 0)
+            writer.close()
+        extra = {"problem": exc.problem, "fix": exc.fix} if isinstance(exc, SourceError) else {}
+        actions = result.get("power_actions") or []
+        module.fail_json(msg=vconn.scrub(exc, secrets) + (" Power: %s." % "; ".join(actions) if actions else ""),
+                         **dict(result, **extra))
+    if writer is not None:
+        total = result.get("bytes_fetched", 0)
+        writer.update("done", total, total)
+        writer.close()
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""vsphere_export against vsphere-sim with real disk bytes: NFC export -> disk_convert -> a TCG boot that shows
+the rig's marker, content equal to the source; guest shutdown; power restored on failure; datastore resume."""
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+from conftest import vsphere_args
+from helpers import run_module
+from rig.guest_image import BOOT_OK
+
+pytestmark = pytest.mark.integration
+IMAGES = "/var/lib/libvirt/images"
+
+
+@pytest.fixture
+def pool(libvirt_daemon, tmp_path):
+    import libvirt
+
+    name = f"v2kvm-test-vsphere-{uuid.uuid4().hex[:6]}"
+    path = os.path.join(IMAGES, name)
+    result, unused = run_module("storage_pool", tmp_path, name=name, path=path)
+    assert not result.get("failed"), result
+    yield {"name": name, "path": path}
+    conn = libvirt.open(libvirt_daemon.uri)
+    try:
+        for dom_name in [d.name() for d in conn.listAllDomains() if d.name().startswith("v2kvm-test-")]:
+            dom = conn.lookupByName(dom_name)
+            if any(path in (dom.XMLDesc(0) or "") for _ in [0]):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        pool_obj = conn.storagePoolLookupByName(name)
+        if pool_obj.isActive():
+            pool_obj.destroy()
+        pool_obj.undefine()
+    finally:
+        conn.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _identical(a, b):
+    return subprocess.run(["qemu-img", "compare", a, b], capture_output=True, text=True, check=False)
+
+
+def test_nfc_export_converts_boots_and_equals_the_source(vsim, vsi, make_vm, boot_raw, pool, tmp_path):
+    vm, name, flat = make_vm(power_on=True)
+    progress = tmp_path / "progress.jsonl"
+    result, raw = run_module("vsphere_export", tmp_path, **vsphere_args(
+        vsim, name=name, dest=pool["path"], progress_file=str(progress), shutdown_timeout=30))
+    assert result["changed"] and not result.get("failed"), result
+    assert result["original_power_state"] == "poweredOn" and result["power_actions"] == ["guest shutdown"]
+    assert vm.runtime.powerState == "poweredOff", "a cold export leaves the source off"
+    assert result["manifest"][0]["verified"] is True
+    disk = result["spec"]["disks"][0]
+    assert disk["subformat"] == "streamOptimized" and disk["source_path"].startswith("/vmfs/volumes/LocalDS_0/")
+    assert result["spec"]["source"]["type"] == "vsphere" and result["spec"]["source"]["moid"] == vm._moId
+    lines = progress.read_text().splitlines()
+    assert '"stage":"export"' in lines[0] and '"stage":"done"' in lines[-1]
+    assert vsim.password not in raw
+
+    again, unused = run_module("vsphere_export", tmp_path, **vsphere_args(vsim, name=name, dest=pool["path"]))
+    assert again["changed"] is False and again["bytes_fetched"] == 0, "a recorded export is not repeated"
+
+    # The existing convert path takes the exported disk entry as it is.
+    qcow2 = os.path.join(pool["path"], f"{name}-disk0.qcow2")
+    converted, unused = run_module("disk_convert", tmp_path, disk=disk, dest=qcow2)
+    assert converted["changed"] and not converted.get("failed"), converted
+    same = _identical(boot_raw, qcow2)
+    assert same.returncode == 0, same.stdout + same.stderr
+
+    spec = dict(result["spec"], memory_mib=256)
+    defined, unused = run_module("domain", tmp_path, spec=spec, disks=[qcow2], network_map={"VM Network": "user"},
+                            domain_type="qemu")
+    assert defined["changed"] and not defined.get("failed"), defined
+    verdict, unused = run_module("validate", tmp_path, name=name, boot_timeout=120)
+    assert verdict["verdict"]["booted"] is True, verdict
+    assert verdict["verdict"]["matched_line"] == f"{BOOT_OK} vsphere-sim"
+
+
+def test_power_is_restored_when_the_export_fails(vsim, vsi, make_vm, tmp_path):
+    vm, name, flat = make_vm(power_on=True)
+    os.unlink(flat)  # the datastore download then finds nothing: a failure after the power-off
+    result, raw = run_module("vsphere_export", tmp_path, **vsphere_args(
+        vsim, name=name, dest=str(tmp_path), method="datastore", shutdown_timeout=30))
+    assert result["failed"] and "does not exist on the server" in result["msg"], result
+    assert "powered on again after the failure" in result["msg"]
+    assert vm.runtime.powerState == "poweredOn"
+    assert vsim.password not in raw
+
+
+def test_hard_power_off_needs_permission(vsim, vsi, make_vm, tmp_path):
+    vm, name, unused = make_vm(power_on=True)
+    import sim_rig
+
+    sim_rig.wait_task(vm.SuspendVM_Task())  # a suspended guest cannot shut itself down
+    refused, raw = run_module("vsphere_export", tmp_path, **vsphere_args(vsim, name=name, dest=str(tmp_path)))
+    assert refused["failed"] and "allow_hard_power_off: true" in refused["msg"], refused
+    assert vm.runtime.powerState == "suspended"
+    allowed, unused = run_module("vsphere_export", tmp_path, **vsphere_args(
+        vsim, name=name, dest=str(tmp_path), allow_hard_power_off=True))
+    assert not allowed.get("failed"), allowed
+    assert allowed["power_actions"] == ["hard power-off"] and vm.runtime.powerState == "poweredOff"
+
+
+def test_datastore_download_resumes_a_broken_transfer(vsim, vsi, make_vm, boot_raw, tmp_path):
+    vm, name, flat = make_vm()
+    target = tmp_path / f"{name}-scsi0-0.raw"
+    size = os.path.getsize(flat)
+    half = size // 2 + 12345
+    with open(flat, "rb") as src, open(f"{target}.part", "wb") as part:
+        part.write(src.read(half))  # what a killed download leaves behind
+    result, unused = run_module("vsphere_export", tmp_path, **vsphere_args(
+        vsim, name=name, dest=str(tmp_path), method="datastore"))
+    assert not result.get("failed"), result
+    assert result["bytes_fetched"] == size - half, "only the missing tail is downloaded"
+    assert not os.path.exists(f"{target}.part")
+    with open(target, "rb") as got, open(boot_raw, "rb") as want:
+        assert got.read() == want.read()
