@@ -210,7 +210,9 @@ def from_element(elem):
         "extra": extra,
     }
     for key in TIMESTAMP_KEYS:
-        meta[key] = _child_text(elem, key.replace("_", "-"))
+        value = _child_text(elem, key.replace("_", "-"))
+        if value is not None or key != "validated_at":  # only a validated migration has that one
+            meta[key] = value
     return meta
 
 

@@ -2,7 +2,6 @@
 define, boot under TCG; the source stays off afterwards; a re-run changes nothing; the password
 shows up nowhere in the output."""
 
-import os
 import shutil
 import uuid
 

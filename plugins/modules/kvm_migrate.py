@@ -1,0 +1,361 @@
+#!/usr/bin/python
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kvm_migrate
+short_description: Move a libvirt VM from one KVM node to another, live or cold
+version_added: 0.2.0
+description:
+  - O(mode=live) runs one peer-to-peer C(migrateToURI3) with a persistent destination, undefines the
+    source on success and, with O(copy_storage=all), copies every disk over NBD for nodes without
+    shared storage. Bandwidth, maximum downtime, auto-converge and an escalation to post-copy are
+    options. Progress comes from libvirt's job stats and goes to the progress channel (dashboards).
+  - A failed or aborted live migration (pre-copy) leaves the guest running on the source; libvirt
+    rolls the target back and any disk the target pre-created is removed.
+  - O(mode=cold) shuts the guest down (power-off only with O(force_shutdown)), streams each disk volume
+    into O(target_pool) on the target through libvirt, defines the domain there, starts it, checks it
+    keeps running for O(validate_seconds) and only then undefines the source. Any failure removes what
+    the target got and starts the source again if it was running.
+  - Refused before anything is touched - a target that is the source (C(Target node must be different
+    from source node)), a node not in O(nodes) (C(Node X not found in cluster)), a live migration of a
+    VM that is not running (C(VM must be running for live migration)), a target without enough free
+    memory or pool space (C(Not enough capacity on node X ...)).
+  - A VM already on the target and gone from the source is reported unchanged.
+options:
+  name:
+    description: Name of the libvirt domain to move.
+    type: str
+    required: true
+  nodes:
+    description:
+      - The cluster - every node with its C(name) and libvirt C(uri). The module connects to both
+        the source and the target URI; with live migration the source daemon also connects to the
+        target URI itself (peer to peer), so it must be reachable from the source node too.
+    type: list
+    elements: dict
+    required: true
+  source:
+    description: Name of the node the VM is on now.
+    type: str
+    required: true
+  target:
+    description: Name of the node the VM moves to.
+    type: str
+    required: true
+  mode:
+    description: V(live) keeps the guest running; V(cold) shuts it down and copies its disks.
+    type: str
+    choices: [live, cold]
+    default: live
+  copy_storage:
+    description:
+      - V(all) copies every disk to the target (nodes without shared storage); V(none) expects the
+        disks at the same paths on the target (shared storage).
+    type: str
+    choices: [all, none]
+    default: all
+  target_pool:
+    description:
+      - Storage pool on the target that receives the disks. With O(mode=live) the target pre-creates
+        the disks in the pool whose directory matches the source path; this pool is checked for space.
+    type: str
+    default: v2kvm
+  migrate_uri:
+    description: Address of the migration data stream, for example V(tcp://10.0.0.2) (a dedicated network).
+    type: str
+  bandwidth_mib:
+    description: Bandwidth cap of the live migration in MiB/s.
+    type: int
+  max_downtime_ms:
+    description: Longest pause of the guest that the final switch-over may take, in milliseconds.
+    type: int
+  auto_converge:
+    description: Throttle the guest's vCPUs when pre-copy does not converge.
+    type: bool
+    default: false
+  post_copy:
+    description:
+      - Allow switching to post-copy after O(post_copy_after) seconds when pre-copy has not finished
+        (from then on an abort is impossible and a network failure loses the guest).
+    type: bool
+    default: false
+  post_copy_after:
+    description: Seconds of pre-copy before the switch to post-copy.
+    type: int
+    default: 30
+  timeout:
+    description: Abort a live migration still running after this many seconds (0 never); the guest stays on the source.
+    type: int
+    default: 3600
+  shutdown_timeout:
+    description: Seconds a cold migration waits for the guest to shut down.
+    type: int
+    default: 120
+  force_shutdown:
+    description: Power the guest off when it has not shut down within O(shutdown_timeout).
+    type: bool
+    default: false
+  start:
+    description: Start the guest on the target after a cold migration (and validate it).
+    type: bool
+    default: true
+  validate_seconds:
+    description: Seconds the guest must keep running on the target before the source is undefined (cold).
+    type: int
+    default: 10
+  remove_source_storage:
+    description: After a successful cold migration with copied disks, delete the source's disk volumes too.
+    type: bool
+    default: false
+  progress_file:
+    description:
+      - Append progress samples (JSON lines) to this file; the action plugin sets one for live dashboards.
+    type: path
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Runs every safety check and reports what would happen.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  idempotent:
+    description: A VM already on the target (and not on the source) is left alone.
+    support: full
+requirements:
+  - libvirt-python >= 9.0 on the host that runs the module
+author:
+  - v2kvm.migrate developers (@v2kvm)
+"""
+
+EXAMPLES = r"""
+- name: Live-migrate web01 from kvm01 to kvm02, copying its disks
+  v2kvm.migrate.kvm_migrate:
+    name: web01
+    nodes:
+      - {name: kvm01, uri: "qemu+ssh://root@kvm01/system"}
+      - {name: kvm02, uri: "qemu+ssh://root@kvm02/system"}
+    source: kvm01
+    target: kvm02
+    bandwidth_mib: 200
+    max_downtime_ms: 300
+    auto_converge: true
+    post_copy: true
+
+- name: Cold-migrate db01, powering it off if it ignores the shutdown request
+  v2kvm.migrate.kvm_migrate:
+    name: db01
+    nodes: "{{ kvm_nodes }}"
+    source: kvm01
+    target: kvm03
+    mode: cold
+    shutdown_timeout: 300
+    force_shutdown: true
+"""
+
+RETURN = r"""
+mode:
+  description: V(live) or V(cold).
+  returned: always
+  type: str
+source:
+  description: Source node name.
+  returned: always
+  type: str
+target:
+  description: Target node name.
+  returned: always
+  type: str
+downtime_ms:
+  description: Pause of the guest during the switch-over as libvirt measured it (live).
+  returned: after a live migration
+  type: int
+elapsed_s:
+  description: Seconds the migration took.
+  returned: changed
+  type: float
+escalated:
+  description: Convergence aids used (C(auto-converge), C(post-copy)).
+  returned: after a live migration
+  type: list
+  elements: str
+stats:
+  description: libvirt's job stats of the finished live migration.
+  returned: after a live migration
+  type: dict
+disks:
+  description: Old disk path to new disk path (cold with copied disks).
+  returned: after a cold migration
+  type: dict
+bytes_copied:
+  description: Bytes streamed to the target (cold).
+  returned: after a cold migration
+  type: int
+msg:
+  description: What happened.
+  returned: always
+  type: str
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _kvm_migration as mig
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
+    HAS_LIBVIRT,
+    LIBVIRT_IMPORT_ERROR,
+    LibvirtConnectionError,
+    libvirt,
+    open_connection,
+)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
+
+
+def _open(module, node, result):
+    try:
+        return open_connection(node["uri"])
+    except LibvirtConnectionError as exc:
+        module.fail_json(msg="node %s: %s" % (node["name"], exc), **result)
+
+
+def preflight(p, src_conn, dst_conn, result):
+    """Every refusal, before anything moves. Returns the source domain, or None when already done."""
+    mig.check_distinct_hosts(src_conn, dst_conn, p["source"], p["target"])
+    on_target = mig.exists(dst_conn, p["name"])
+    if not mig.exists(src_conn, p["name"]):
+        if on_target:
+            return None
+        raise mig.MigrationRefused("VM %s not found on node %s" % (p["name"], p["source"]))
+    if on_target:
+        raise mig.MigrationRefused("a domain named %s already exists on node %s: remove or rename it first"
+                                   % (p["name"], p["target"]))
+    dom = src_conn.lookupByName(p["name"])
+    if p["mode"] == "live" and not dom.isActive():
+        raise mig.MigrationRefused("VM must be running for live migration (%s is %s on node %s; use mode=cold)"
+                                   % (p["name"], "shut off", p["source"]))
+    disks = mig.disk_sources(dom.XMLDesc(0))
+    disk_bytes = mig.storage_needed(src_conn, disks) if p["copy_storage"] == "all" else 0
+    memory_mib = dom.maxMemory() // 1024
+    mig.check_capacity(dst_conn, p["target"], memory_mib, disk_bytes,
+                       p["target_pool"] if p["copy_storage"] == "all" and disks else None)
+    result.update(memory_mib=memory_mib, disk_bytes=disk_bytes)
+    return dom
+
+
+def run_live(module, p, src_conn, dst_conn, dom, dst_node, progress, result):
+    disks = mig.disk_sources(dom.XMLDesc(0))
+    # What the target pre-creates for copy-storage is not libvirt's to clean up after a failure.
+    preexisting = {d["path"] for d in disks if _has_volume(dst_conn, d["path"])}
+    opts = {k: p[k] for k in ("copy_storage", "migrate_uri", "bandwidth_mib", "max_downtime_ms", "auto_converge",
+                              "post_copy", "post_copy_after", "timeout")}
+    try:
+        outcome = mig.live_migrate(dom, dst_node["uri"], opts, progress)
+    except mig.MigrationFailed as exc:
+        leftovers = [d["path"] for d in disks if d["path"] not in preexisting] if p["copy_storage"] == "all" else []
+        removed = mig.remove_new_volumes(dst_conn, leftovers) if not mig.exists(dst_conn, p["name"]) else []
+        note = "; removed the disks the target had pre-created" if removed else ""
+        module.fail_json(msg="%s%s" % (exc, note), **result)
+    dst_dom = dst_conn.lookupByName(p["name"])
+    stats = mig.completed_stats(dst_dom)
+    result.update(changed=True, downtime_ms=stats.get("downtime"), stats=stats, escalated=outcome["escalated"],
+                  elapsed_s=outcome["elapsed"],
+                  msg="%s live-migrated from %s to %s in %.1f s (downtime %s ms)" % (
+                      p["name"], p["source"], p["target"], outcome["elapsed"], stats.get("downtime")))
+
+
+def _has_volume(conn, path):
+    try:
+        conn.storageVolLookupByPath(path)
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+def run_cold(module, p, src_conn, dst_conn, dom, progress, result):
+    opts = {k: p[k] for k in ("copy_storage", "target_pool", "shutdown_timeout", "force_shutdown", "start",
+                              "validate_seconds", "remove_source_storage")}
+    started = time.monotonic()
+    try:
+        summary = mig.cold_migrate(src_conn, dst_conn, dom, opts, progress)
+    except (mig.MigrationFailed, mig.MigrationRefused) as exc:
+        module.fail_json(msg=str(exc), **result)
+    elapsed = round(time.monotonic() - started, 3)
+    result.update(changed=True, elapsed_s=elapsed, disks=summary["disks"], bytes_copied=summary["bytes_copied"],
+                  stopped=summary["stopped"], validated=summary["validated"],
+                  source_storage_removed=summary["source_storage_removed"],
+                  msg="%s cold-migrated from %s to %s in %.1f s (%s; %d bytes copied)" % (
+                      p["name"], p["source"], p["target"], elapsed, summary["stopped"], summary["bytes_copied"]))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            nodes=dict(type="list", elements="dict", required=True),
+            source=dict(type="str", required=True),
+            target=dict(type="str", required=True),
+            mode=dict(type="str", choices=["live", "cold"], default="live"),
+            copy_storage=dict(type="str", choices=["all", "none"], default="all"),
+            target_pool=dict(type="str", default="v2kvm"),
+            migrate_uri=dict(type="str"),
+            bandwidth_mib=dict(type="int"),
+            max_downtime_ms=dict(type="int"),
+            auto_converge=dict(type="bool", default=False),
+            post_copy=dict(type="bool", default=False),
+            post_copy_after=dict(type="int", default=30),
+            timeout=dict(type="int", default=3600),
+            shutdown_timeout=dict(type="int", default=120),
+            force_shutdown=dict(type="bool", default=False),
+            start=dict(type="bool", default=True),
+            validate_seconds=dict(type="int", default=10),
+            remove_source_storage=dict(type="bool", default=False),
+            progress_file=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
+    p = module.params
+    result = dict(changed=False, mode=p["mode"], source=p["source"], target=p["target"])
+    try:
+        src_node, dst_node = mig.resolve_nodes(p["nodes"], p["source"], p["target"])
+    except mig.MigrationRefused as exc:
+        module.fail_json(msg=str(exc), **result)
+    src_conn = _open(module, src_node, result)
+    dst_conn = _open(module, dst_node, result)
+    progress = ProgressWriter(p["progress_file"]) if p["progress_file"] and not module.check_mode else None
+    try:
+        try:
+            dom = preflight(p, src_conn, dst_conn, result)
+        except mig.MigrationRefused as exc:
+            module.fail_json(msg=str(exc), **result)
+        if dom is None:
+            module.exit_json(msg="%s is already on node %s" % (p["name"], p["target"]), **result)
+        if module.check_mode:
+            result.update(changed=True, msg="would %s-migrate %s from %s to %s" % (
+                p["mode"], p["name"], p["source"], p["target"]))
+            module.exit_json(**result)
+        if p["mode"] == "live":
+            run_live(module, p, src_conn, dst_conn, dom, dst_node, progress, result)
+        else:
+            run_cold(module, p, src_conn, dst_conn, dom, progress, result)
+        if progress is not None:
+            total = int(result.get("stats", {}).get("data_total") or result.get("bytes_copied") or 0)
+            progress.update("done", total, total)
+    except libvirt.libvirtError as exc:
+        module.fail_json(msg="libvirt failed while migrating %s: %s" % (p["name"], exc), **result)
+    finally:
+        if progress is not None:
+            progress.close()
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
