@@ -1,0 +1,206 @@
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import os
+import time
+
+from ansible_collections.v2kvm.migrate.plugins.callback.dashboard import CallbackModule as DashboardCallback
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
+    EmbeddedPublisher, HttpPublisher, PublisherError)
+
+DOCUMENTATION = r"""
+name: web
+type: notification
+short_description: Live web dashboard of the run (embedded server, or reports to a standalone one)
+version_added: 0.1.0
+description:
+  - Sends the events of the migration dashboard (the same events as M(v2kvm.migrate.dashboard) folds, see
+    C(docs/dashboard.md)) to the web dashboard described in C(docs/web-dashboard.md).
+  - Without O(url), starts an embedded dashboard server for this run in a child process and prints its
+    address; the page lives as long as the run plus O(linger) seconds.
+  - With O(url), POSTs the events to a standalone dashboard server (C(scripts/web_dashboard.py)) with
+    O(token); many runs (AWX jobs, CI jobs) can report to one server.
+  - Uses no thread; the embedded server never writes to the terminal.
+requirements:
+  - aiohttp (Python library, on the controller, for the embedded server)
+options:
+  url:
+    description: Address of a standalone dashboard server, for example V(https://dash.example.com:8765/).
+    type: str
+    env:
+      - name: V2KVM_WEB_URL
+    ini:
+      - section: callback_v2kvm_web
+        key: url
+  token:
+    description:
+      - Write token of the standalone server; for the embedded server, the read token when O(auth_reads=true).
+    type: str
+    env:
+      - name: V2KVM_WEB_TOKEN
+    ini:
+      - section: callback_v2kvm_web
+        key: token
+  host:
+    description: Address the embedded server binds. The default serves this machine only.
+    type: str
+    default: 127.0.0.1
+    env:
+      - name: V2KVM_WEB_HOST
+    ini:
+      - section: callback_v2kvm_web
+        key: host
+  port:
+    description: TCP port of the embedded server; V(0) picks a free port.
+    type: int
+    default: 8765
+    env:
+      - name: V2KVM_WEB_PORT
+    ini:
+      - section: callback_v2kvm_web
+        key: port
+  auth_reads:
+    description: The embedded server requires O(token) to read the API and the WebSocket.
+    type: bool
+    default: false
+    env:
+      - name: V2KVM_WEB_AUTH_READS
+    ini:
+      - section: callback_v2kvm_web
+        key: auth_reads
+  history:
+    description: SQLite file of the run history of the embedded server (default in C(~/.local/state/v2kvm)).
+    type: path
+    env:
+      - name: V2KVM_WEB_HISTORY
+    ini:
+      - section: callback_v2kvm_web
+        key: history
+  linger:
+    description: Seconds the embedded server keeps serving the page after the run ends.
+    type: float
+    default: 0
+    env:
+      - name: V2KVM_WEB_LINGER
+    ini:
+      - section: callback_v2kvm_web
+        key: linger
+  log_file:
+    description: File receiving the embedded server's own messages (nothing goes to the terminal).
+    type: path
+    env:
+      - name: V2KVM_WEB_LOG_FILE
+    ini:
+      - section: callback_v2kvm_web
+        key: log_file
+  run_label:
+    description: Free text shown next to the run (for example the CI job); defaults to the AWX job id if any.
+    type: str
+    env:
+      - name: V2KVM_WEB_RUN_LABEL
+    ini:
+      - section: callback_v2kvm_web
+        key: run_label
+  validate_certs:
+    description: Verify the standalone server's TLS certificate.
+    type: bool
+    default: true
+    env:
+      - name: V2KVM_WEB_VALIDATE_CERTS
+    ini:
+      - section: callback_v2kvm_web
+        key: validate_certs
+  ca_path:
+    description: CA bundle (PEM) that signed the standalone server's certificate.
+    type: path
+    env:
+      - name: V2KVM_WEB_CA_PATH
+    ini:
+      - section: callback_v2kvm_web
+        key: ca_path
+"""
+
+
+class CallbackModule(DashboardCallback):
+    """The dashboard callback's event building, with the views replaced by a publisher."""
+
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "v2kvm.migrate.web"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, display=None, options=None, clock=time.time):
+        super().__init__(display=display, options=options, clock=clock)
+        self.publisher = None
+        self._result = None
+
+    def _start(self):
+        if self._started:
+            return
+        self._started = True
+        label = self.get_option("run_label") or ""
+        if not label and os.environ.get("JOB_ID"):
+            label = "job %s" % os.environ["JOB_ID"]
+        url = self.get_option("url")
+        try:
+            if url:
+                publisher = HttpPublisher(url, self.get_option("token") or "", run_label=label,
+                                          validate_certs=self.get_option("validate_certs"),
+                                          ca_path=self.get_option("ca_path") or "", clock=self._clock)
+            else:
+                publisher = EmbeddedPublisher(
+                    host=self.get_option("host"), port=self.get_option("port"), history=self.get_option("history"),
+                    linger=self.get_option("linger"), log_file=self.get_option("log_file") or "",
+                    token=self.get_option("token") or "", auth_reads=self.get_option("auth_reads"),
+                    run_label=label, clock=self._clock)
+            where = publisher.start()
+        except PublisherError as exc:
+            self._display.warning("v2kvm.migrate.web: %s" % exc)
+            return
+        self.publisher = publisher
+        self._display.display("v2kvm.migrate.web: dashboard of this run at %s" % where)
+
+    def emit(self, event: dict) -> None:
+        event.setdefault("ts", self._clock())
+        if self._result is not None:
+            res = self._result._result
+            delegated = res.get("_ansible_delegated_vars") or {}
+            target = delegated.get("ansible_delegated_host") or delegated.get("ansible_host")
+            if target:
+                event["target"] = target
+            if event.get("type") == "task_end" and isinstance(res.get("verdict"), dict):
+                event["verdict"] = res["verdict"]
+        with self._lock:
+            self.board.apply(event)
+            if self.publisher is not None:
+                self.publisher.publish(event)
+
+    def _task_event(self, result, status):
+        self._result = result
+        try:
+            super()._task_event(result, status)
+        finally:
+            self._result = None
+
+    def v2_runner_on_async_poll(self, result):
+        self._result = result
+        try:
+            super().v2_runner_on_async_poll(result)
+        finally:
+            self._result = None
+
+    def close(self):
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            if self.publisher is not None:
+                self.publisher.close()
+                failures = getattr(self.publisher, "failures", 0)
+                if getattr(self.publisher, "disabled", ""):
+                    self._display.warning("v2kvm.migrate.web: %s" % self.publisher.disabled)
+                elif failures:
+                    self._display.warning("v2kvm.migrate.web: %d sends to the dashboard failed (last: %s)"
+                                          % (failures, self.publisher.last_error))

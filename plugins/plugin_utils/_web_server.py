@@ -1,0 +1,560 @@
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The web dashboard server (aiohttp): the page, a REST API, WebSocket deltas, Prometheus metrics.
+
+Two modes, same code (docs/web-dashboard.md):
+
+- standalone: ``scripts/web_dashboard.py`` (or ``python -m`` this module); runs POST their events
+  to ``/api/ingest`` with the write token.
+- embedded: the ``v2kvm.migrate.web`` callback starts this module in a child process with
+  ``--stdin``; events arrive as JSON lines on stdin and the process ends (after ``--linger``) when
+  the run closes the pipe. The child never shares the terminal with Ansible.
+
+Secure by default: binds 127.0.0.1, writes always need the token, reads need it with
+``--auth-reads``, WebSocket Origin must be this server (or ``--allow-origin``), at most
+``--max-clients`` WebSocket clients, ingest is rate limited, TLS with ``--tls-cert``/``--tls-key``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import re
+import secrets
+import signal
+import ssl
+import sys
+import time
+import traceback
+import urllib.parse
+
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_history import History
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import Hub, IngestError, clean_event
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import ProcessSampler
+
+try:
+    from aiohttp import WSMsgType, web
+    HAS_AIOHTTP = True
+    AIOHTTP_IMPORT_ERROR = None
+except ImportError:  # the callback reports it; the server cannot start without it
+    HAS_AIOHTTP = False
+    AIOHTTP_IMPORT_ERROR = traceback.format_exc()
+
+_middleware = web.middleware if HAS_AIOHTTP else (lambda func: func)
+
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_static")
+RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_EVENTS_PER_POST = 5000
+REFUSED_CLOSE_CODE = 4429  # private range: "too many clients", the page shows the reason and backs off
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+
+
+def default_history_path() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "v2kvm", "web-history.sqlite3")
+
+
+class Config:
+    def __init__(self, **kwargs):
+        self.host = "127.0.0.1"
+        self.port = 8765
+        self.token = ""
+        self.auth_reads = False
+        self.allow_origins: list[str] = []
+        self.max_clients = 100
+        self.interval = 1.0
+        self.heartbeat = 10.0
+        self.history = default_history_path()
+        self.keep_runs = 200
+        self.tls_cert = ""
+        self.tls_key = ""
+        self.ingest = True
+        self.ingest_rate = 20.0  # requests per second per client address
+        self.ingest_burst = 40
+        self.stdin = False
+        self.linger = 0.0
+        self.ready_file = ""
+        self.sample_pid = 0
+        self.restore_runs = 20
+        for key, value in kwargs.items():
+            if not hasattr(self, key):
+                raise TypeError("unknown web dashboard setting %r" % key)
+            setattr(self, key, value)
+
+    def validate(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SystemExit("--tls-cert and --tls-key go together: give both (PEM files) or neither")
+        if self.auth_reads and not self.token:
+            raise SystemExit("--auth-reads needs a token: pass --token-file or set V2KVM_WEB_TOKEN")
+        if self.max_clients < 1:
+            raise SystemExit("--max-clients must be at least 1")
+        if self.interval <= 0:
+            raise SystemExit("--interval must be a positive number of seconds")
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int, clock=time.monotonic):
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self.buckets: dict[str, list] = {}
+
+    def allow(self, key: str) -> float:
+        """0 when allowed, else the seconds to wait before the next try."""
+        now = self._clock()
+        tokens, last = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self.buckets[key] = [tokens - 1, now]
+            return 0.0
+        self.buckets[key] = [tokens, now]
+        return (1 - tokens) / self.rate if self.rate > 0 else 60.0
+
+
+class Stats:
+    def __init__(self):
+        self.ingest_requests = 0
+        self.ingest_rejected = 0
+        self.ws_refused = 0
+        self.ws_messages = 0
+        self.auth_failures = 0
+
+
+class DashboardServer:
+    def __init__(self, config: Config, history: History | None = None, clock=time.time):
+        self.config = config
+        self.history = history if history is not None else (History(config.history, config.keep_runs)
+                                                            if config.history else None)
+        self.hub = Hub(self.history, clock=clock)
+        self.clients: set = set()
+        self.stats = Stats()
+        self.limiter = TokenBucket(config.ingest_rate, config.ingest_burst)
+        self.sampler = ProcessSampler(config.sample_pid) if config.sample_pid else None
+        self.own = ProcessSampler()
+        self.own.sample()
+        self.started = time.time()
+        self._tasks: list = []
+
+    # -- app --------------------------------------------------------------------------------------
+
+    def make_app(self):
+        app = web.Application(middlewares=[self._headers, self._auth], client_max_size=1 << 20)
+        app.router.add_get("/", self.page)
+        app.router.add_static("/static/", STATIC, follow_symlinks=False)
+        app.router.add_get("/api/metrics", self.api_metrics)
+        app.router.add_get("/api/jobs", self.api_jobs)
+        app.router.add_get("/api/jobs/{id}", self.api_job)
+        app.router.add_get("/api/runs", self.api_runs)
+        app.router.add_get("/api/runs/{id}", self.api_run)
+        app.router.add_post("/api/ingest", self.api_ingest)
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/healthz", self.healthz)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app):
+        self.hub.restore(self.config.restore_runs)
+        self._tasks.append(asyncio.ensure_future(self._ticker()))
+
+    async def _on_shutdown(self, app):
+        for ws in list(self.clients):
+            await ws.close(code=1001, message=b"server shutting down")
+
+    async def _on_cleanup(self, app):
+        for task in self._tasks:
+            task.cancel()
+        if self.history is not None:
+            self.history.close()
+
+    # -- middlewares ------------------------------------------------------------------------------
+
+    @_middleware
+    async def _headers(self, request, handler):
+        response = await handler(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def _token_ok(self, request) -> bool:
+        if not self.config.token:
+            return False
+        given = ""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[7:].strip()
+        elif request.path == "/ws":
+            # Browsers cannot set headers on a WebSocket: the page passes the token as a query parameter.
+            given = request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), self.config.token.encode())
+
+    @_middleware
+    async def _auth(self, request, handler):
+        path = request.path
+        public = path in ("/", "/healthz") or path.startswith("/static/")
+        write = request.method not in ("GET", "HEAD", "OPTIONS")
+        if write or (self.config.auth_reads and not public):
+            if not self._token_ok(request):
+                self.stats.auth_failures += 1
+                why = ("this server accepts no writes over HTTP (embedded mode)" if write and not self.config.token
+                       else "missing or wrong token: send 'Authorization: Bearer <token>' (the page: add "
+                            "#token=<token> to its address)")
+                return web.json_response({"error": why}, status=401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    # -- pages and REST ---------------------------------------------------------------------------
+
+    async def page(self, request):
+        return web.FileResponse(os.path.join(STATIC, "index.html"), headers={"Cache-Control": "no-store"})
+
+    def _health(self) -> dict:
+        return {"status": "ok", "pid": os.getpid(), "uptime": round(time.time() - self.started, 1),
+                "clients": len(self.clients),
+                "max_clients": self.config.max_clients, "runs": len(self.hub.runs),
+                "last_event": self.hub.last_event, "events": self.hub.events_total,
+                "history": "off" if self.history is None else ("memory" if self.history.path == ":memory:"
+                                                                else "sqlite-" + self.history.journal_mode()),
+                "auth_reads": self.config.auth_reads, "interval": self.config.interval}
+
+    async def healthz(self, request):
+        return web.json_response({"status": "ok", "uptime": round(time.time() - self.started, 1)})
+
+    async def api_metrics(self, request):
+        return web.json_response({"metrics": self.hub.metrics(), "controller": self.hub.controller(),
+                                  "health": self._health()})
+
+    async def api_jobs(self, request):
+        jobs = self.hub.all_jobs()
+        status, text, run = request.query.get("status"), request.query.get("q", "").lower(), request.query.get("run")
+        if status:
+            jobs = [j for j in jobs if j.get("status") == status]
+        if run:
+            jobs = [j for j in jobs if j["run"] == run]
+        if text:
+            jobs = [j for j in jobs if text in (j.get("host", "") + " " + j.get("name", "")).lower()]
+        return web.json_response({"jobs": jobs, "count": len(jobs)})
+
+    async def api_job(self, request):
+        detail = self.hub.job_detail(request.match_info["id"])
+        if detail is None:
+            return web.json_response({"error": "no job with id %s" % request.match_info["id"]}, status=404)
+        return web.json_response(detail, dumps=_dumps)
+
+    async def api_runs(self, request):
+        live = {r.id: r.info() for r in self.hub.runs.values()}
+        stored = self.history.runs(200) if self.history is not None else []
+        runs = [dict(info, live=info["id"] in live) for info in stored]
+        runs += [dict(info, live=True) for rid, info in live.items() if rid not in {r["id"] for r in stored}]
+        return web.json_response({"runs": runs})
+
+    async def api_run(self, request):
+        run_id = request.match_info["id"]
+        live = self.hub.runs.get(run_id)
+        stored = self.history.run(run_id) if self.history is not None else None
+        if live is None and stored is None:
+            return web.json_response({"error": "no run with id %s" % run_id}, status=404)
+        data = dict(stored or {}, **(live.info() if live else {}))
+        data["summary"] = live.board.summary() if live else stored.get("summary")
+        return web.json_response(data, dumps=_dumps)
+
+    def ingest_batch(self, body) -> int:
+        """Validate and fold one batch ``{run: {id, name, label}, events: [...], controller: {...}}``."""
+        if not isinstance(body, dict):
+            raise IngestError("the body must be a JSON object {run, events, controller}")
+        run = body.get("run") or {}
+        run_id = str(run.get("id") or "") if isinstance(run, dict) else ""
+        if not RUN_ID.match(run_id):
+            raise IngestError("run.id must be 1-64 characters of A-Z a-z 0-9 . _ - (got %r)" % run_id[:80])
+        events = body.get("events") or []
+        if not isinstance(events, list) or len(events) > MAX_EVENTS_PER_POST:
+            raise IngestError("events must be a list of at most %d events per request" % MAX_EVENTS_PER_POST)
+        cleaned = [clean_event(e) for e in events]
+        controller = body.get("controller")
+        if isinstance(controller, dict):
+            controller = {k: v for k, v in controller.items()
+                          if k in ("cpu_percent", "rss", "mem_total", "mem_percent", "threads", "pid")
+                          and (v is None or isinstance(v, (int, float)))}
+        else:
+            controller = None
+        return self.hub.ingest(run_id, cleaned, name=str(run.get("name") or "")[:200],
+                               label=str(run.get("label") or "")[:200], controller=controller)
+
+    async def api_ingest(self, request):
+        self.stats.ingest_requests += 1
+        if not self.config.ingest:
+            return web.json_response({"error": "ingest is off on this server"}, status=403)
+        wait = self.limiter.allow(request.remote or "?")
+        if wait:
+            self.stats.ingest_rejected += 1
+            return web.json_response({"error": "rate limit: at most %g requests/s, retry in %.1f s"
+                                      % (self.config.ingest_rate, wait)}, status=429,
+                                     headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        try:
+            body = await request.json()
+            count = self.ingest_batch(body)
+        except (ValueError, IngestError) as exc:
+            self.stats.ingest_rejected += 1
+            return web.json_response({"error": "bad ingest request: %s" % exc}, status=400)
+        return web.json_response({"accepted": count}, status=202)
+
+    # -- WebSocket --------------------------------------------------------------------------------
+
+    def _origin_ok(self, request) -> bool:
+        origin = request.headers.get("Origin")
+        if not origin:
+            return True  # not a browser: a browser always sends Origin on a WebSocket handshake
+        if origin in self.config.allow_origins:
+            return True
+        parsed = urllib.parse.urlsplit(origin)
+        scheme = "https" if request.secure else "http"
+        return parsed.scheme == scheme and parsed.netloc.lower() == (request.host or "").lower()
+
+    async def websocket(self, request):
+        if not self._origin_ok(request):
+            self.stats.ws_refused += 1
+            return web.json_response({"error": "WebSocket from origin %s refused: open the page from this server "
+                                      "or start it with --allow-origin" % request.headers.get("Origin")},
+                                     status=403)
+        ws = web.WebSocketResponse(heartbeat=self.config.heartbeat, compress=False, max_msg_size=4096)
+        await ws.prepare(request)
+        if len(self.clients) >= self.config.max_clients:
+            self.stats.ws_refused += 1
+            await ws.send_str(json.dumps({"type": "refused", "reason": "too many clients: this server serves at "
+                                          "most %d at once (--max-clients)" % self.config.max_clients}))
+            await ws.close(code=REFUSED_CLOSE_CODE, message=b"too many clients")
+            return ws
+        self.clients.add(ws)
+        try:
+            await ws.send_str(_dumps(self._snapshot()))
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                self.stats.ws_messages += 1
+                try:
+                    kind = json.loads(msg.data).get("type")
+                except (ValueError, AttributeError):
+                    continue
+                if kind == "snapshot":
+                    await ws.send_str(_dumps(self._snapshot()))
+                elif kind == "ping":
+                    await ws.send_str('{"type":"pong"}')
+        finally:
+            self.clients.discard(ws)
+        return ws
+
+    def _snapshot(self) -> dict:
+        snap = self.hub.snapshot()
+        snap["health"] = self._health()
+        return snap
+
+    async def _ticker(self):
+        while True:
+            await asyncio.sleep(self.config.interval)
+            try:
+                await self.broadcast_tick()
+            except Exception:  # a bad tick must not stop the pushes; the traceback goes to the log
+                traceback.print_exc()
+
+    async def broadcast_tick(self):
+        if self.sampler is not None:
+            self.hub.set_controller(self.sampler.sample())
+        delta = self.hub.tick()
+        delta["health"] = self._health()
+        if not self.clients:
+            return
+        data = _dumps(delta)
+        await asyncio.gather(*(self._send(ws, data) for ws in list(self.clients)))
+
+    async def _send(self, ws, data):
+        try:
+            await asyncio.wait_for(ws.send_str(data), timeout=5)
+        except Exception:  # a client that cannot keep up is dropped; it reconnects and gets a snapshot
+            self.clients.discard(ws)
+            await ws.close(code=1011, message=b"too slow")
+
+    # -- Prometheus -------------------------------------------------------------------------------
+
+    async def prometheus(self, request):
+        m = self.hub.metrics()
+        own = self.own
+        cpu = own.cpu_seconds()
+        lines = [
+            "# HELP v2kvm_jobs Migration jobs (VMs) known to this dashboard, by status.",
+            "# TYPE v2kvm_jobs gauge",
+        ]
+        for status, key in (("running", "active"), ("succeeded", "completed"), ("failed", "failed"),
+                            ("pending", "queued")):
+            lines.append('v2kvm_jobs{status="%s"} %d' % (status, m[key]))
+        rows = [
+            ("v2kvm_data_processed_bytes", "gauge", "Bytes converted so far by the runs in view.", m["data_processed"]),
+            ("v2kvm_average_throughput_bytes_per_second", "gauge", "Bytes moved / time spent moving them.",
+             m["average_throughput"] or 0),
+            ("v2kvm_runs", "gauge", "Runs in view.", m["runs"]),
+            ("v2kvm_websocket_clients", "gauge", "Connected WebSocket clients.", len(self.clients)),
+            ("v2kvm_events_ingested_total", "counter", "Events folded since start.", self.hub.events_total),
+            ("v2kvm_ingest_requests_total", "counter", "Ingest requests received.", self.stats.ingest_requests),
+            ("v2kvm_ingest_rejected_total", "counter", "Ingest requests refused (rate, bad input).",
+             self.stats.ingest_rejected),
+            ("v2kvm_websocket_refused_total", "counter", "WebSocket clients refused (cap, origin).",
+             self.stats.ws_refused),
+            ("v2kvm_auth_failures_total", "counter", "Requests refused for a missing or wrong token.",
+             self.stats.auth_failures),
+        ]
+        ctl = self.hub.controller()
+        if ctl.get("cpu_percent") is not None:
+            rows.append(("v2kvm_controller_cpu_percent", "gauge", "Ansible controller CPU, % of one core.",
+                         ctl["cpu_percent"]))
+        if ctl.get("rss") is not None:
+            rows.append(("v2kvm_controller_resident_memory_bytes", "gauge", "Ansible controller RSS.", ctl["rss"]))
+        if cpu is not None:
+            rows.append(("process_cpu_seconds_total", "counter", "CPU time of this server.", cpu))
+        sample = own.sample()
+        if sample.get("rss") is not None:
+            rows.append(("process_resident_memory_bytes", "gauge", "RSS of this server.", sample["rss"]))
+        for name, kind, text, value in rows:
+            lines += ["# HELP %s %s" % (name, text), "# TYPE %s %s" % (name, kind), "%s %s" % (name, _num(value))]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
+                            headers={"Cache-Control": "no-store"}, charset="utf-8")
+
+    # -- embedded feed ----------------------------------------------------------------------------
+
+    async def read_stdin(self, stop: asyncio.Event):
+        """JSON lines (same body as /api/ingest) from the run; EOF means the run is over."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 22)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            try:
+                self.ingest_batch(json.loads(line))
+            except (ValueError, IngestError) as exc:
+                print("web dashboard: dropped a bad batch from the run: %s" % exc, file=sys.stderr, flush=True)
+            except Exception:  # a bug must not stop the feed: log it and read on
+                traceback.print_exc()
+                sys.stderr.flush()
+        await self.broadcast_tick()
+        await asyncio.sleep(self.config.linger)
+        stop.set()
+
+
+def _num(value) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _dumps(data) -> str:
+    return json.dumps(data, separators=(",", ":"), default=str)
+
+
+def ssl_context(config: Config):
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit("cannot load TLS certificate %s / key %s: %s"
+                         % (config.tls_cert, config.tls_key, exc)) from None
+    return context
+
+
+async def serve(config: Config, server: DashboardServer | None = None) -> None:
+    server = server or DashboardServer(config)
+    app = server.make_app()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context(config), backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+    scheme = "https" if config.tls_cert else "http"
+    host = config.host if ":" not in config.host else "[%s]" % config.host
+    url = "%s://%s:%d/" % (scheme, host, port)
+    ready = {"url": url, "port": port, "pid": os.getpid()}
+    if config.ready_file:
+        tmp = config.ready_file + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(ready, fh)
+        os.replace(tmp, config.ready_file)
+    print("v2kvm web dashboard on %s (history: %s)" % (url, server._health()["history"]), file=sys.stderr,
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if config.stdin:
+        # Keep a reference: the loop holds tasks only weakly, and a collected reader would stop the feed.
+        server._tasks.append(asyncio.ensure_future(server.read_stdin(stop)))
+    await stop.wait()
+    await runner.cleanup()
+
+
+def parse_args(argv=None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="web_dashboard", description="v2kvm.migrate web dashboard (see docs/web-dashboard.md).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    parser.add_argument("--token-file", help="file holding the token (else V2KVM_WEB_TOKEN, else a new random one)")
+    parser.add_argument("--auth-reads", action="store_true", help="require the token for the API, /ws and /metrics")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="extra WebSocket Origin allowed (e.g. https://awx.example.com); repeatable")
+    parser.add_argument("--max-clients", type=int, default=100, help="WebSocket clients served at once")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between two pushes")
+    parser.add_argument("--heartbeat", type=float, default=10.0, help="seconds between WebSocket pings")
+    parser.add_argument("--history", default=default_history_path(), help="SQLite file of the run history")
+    parser.add_argument("--no-history", action="store_true", help="keep history in memory only")
+    parser.add_argument("--keep-runs", type=int, default=200, help="runs kept in the history")
+    parser.add_argument("--tls-cert", default="", help="PEM certificate (chain) for HTTPS/WSS")
+    parser.add_argument("--tls-key", default="", help="PEM private key for --tls-cert")
+    parser.add_argument("--ingest-rate", type=float, default=20.0, help="ingest requests/s per client address")
+    parser.add_argument("--restore-runs", type=int, default=20, help="newest runs of the history shown at start")
+    parser.add_argument("--stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--linger", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-file", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--sample-pid", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    token = os.environ.get("V2KVM_WEB_TOKEN", "")
+    if args.token_file:
+        try:
+            with open(args.token_file) as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise SystemExit("cannot read --token-file %s: %s" % (args.token_file, exc)) from None
+    generated = False
+    if not token and not args.stdin:
+        token, generated = secrets.token_urlsafe(24), True
+    config = Config(host=args.host, port=args.port, token=token, auth_reads=args.auth_reads,
+                    allow_origins=args.allow_origin, max_clients=args.max_clients, interval=args.interval,
+                    heartbeat=args.heartbeat, history=":memory:" if args.no_history else args.history,
+                    keep_runs=args.keep_runs, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                    ingest=not args.stdin, ingest_rate=args.ingest_rate, stdin=args.stdin, linger=args.linger,
+                    ready_file=args.ready_file, sample_pid=args.sample_pid,
+                    restore_runs=args.restore_runs)
+    config.validate()
+    if generated:
+        print("v2kvm web dashboard: no token given, generated one for this process: %s" % token, file=sys.stderr)
+    return config
+
+
+def main(argv=None) -> int:
+    if not HAS_AIOHTTP:
+        print("the web dashboard needs the Python library aiohttp (pip install aiohttp):\n%s"
+              % AIOHTTP_IMPORT_ERROR, file=sys.stderr)
+        return 2
+    config = parse_args(argv)
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

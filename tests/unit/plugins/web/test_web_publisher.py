@@ -1,0 +1,107 @@
+"""Publishers: the embedded server child fed through its non-blocking stdin pipe, and the HTTP
+publisher's batching, backoff and refusal handling."""
+
+import io
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
+    EmbeddedPublisher, HttpPublisher, PublisherError)
+
+pytest.importorskip("aiohttp")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _get(url, path):
+    with urllib.request.urlopen(url + path, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_embedded_server_serves_the_run_it_is_fed_and_exits_when_the_run_ends(tmp_path):
+    log = tmp_path / "server.log"
+    pub = EmbeddedPublisher(port=0, history=str(tmp_path / "h.sqlite3"), log_file=str(log), run_name="p.yml")
+    url = pub.start()
+    assert url.startswith("http://127.0.0.1:")
+    child = pub._proc
+    pub.publish({"type": "run_start", "playbook": "p.yml", "ts": time.time()})
+    pub.publish({"type": "play_start", "hosts": ["vm1", "vm2"]})
+    pub.publish({"type": "vm_end", "host": "vm1", "verdict": "succeeded"})
+    deadline = time.time() + 10
+    jobs = []
+    while time.time() < deadline and len(jobs) < 2:
+        jobs = _get(url, "api/jobs")["jobs"]
+        time.sleep(0.1)
+    assert sorted((j["host"], j["status"]) for j in jobs) == [("vm1", "succeeded"), ("vm2", "pending")]
+    health = _get(url, "api/metrics")["controller"]
+    assert health["pid"] == os.getpid() and health["threads"] >= 1
+    pub.close()
+    assert child.wait(10) == 0  # EOF on the pipe ends the server (linger 0)
+    assert "Traceback" not in log.read_text()
+
+
+def test_embedded_start_failure_names_the_port(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        pub = EmbeddedPublisher(port=busy.getsockname()[1], history=":memory:", start_timeout=10)
+        with pytest.raises(PublisherError, match="port in use"):
+            pub.start()
+
+
+class FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_http_publisher_batches_backs_off_and_keeps_events_until_sent():
+    clock = Clock()
+    calls, outcomes = [], []
+
+    def opener(request, timeout, context):
+        calls.append(json.loads(request.data))
+        assert request.headers["Authorization"] == "Bearer t0k"
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return FakeResponse(b'{"accepted": 1}')
+
+    pub = HttpPublisher("http://dash:8765/", "t0k", clock=clock, opener=opener)
+    outcomes.append(urllib.error.URLError("connection refused"))
+    pub.publish({"type": "run_start", "ts": 1})  # urgent: sent at once, fails
+    assert pub.failures == 1 and len(calls) == 1
+    pub.publish({"type": "progress", "host": "vm1", "ts": 2})  # within backoff: kept
+    assert len(calls) == 1
+    clock.now += 5
+    outcomes.append(None)
+    pub.publish({"type": "task_end", "host": "vm1", "status": "ok", "ts": 3})
+    assert [e["type"] for e in calls[-1]["events"]] == ["run_start", "progress", "task_end"]
+    assert calls[-1]["run"]["id"] == calls[0]["run"]["id"]
+
+
+def test_http_publisher_stops_on_a_refused_token_and_needs_one():
+    def opener(request, timeout, context):
+        raise urllib.error.HTTPError(request.full_url, 401, "Unauthorized", {}, io.BytesIO(b'{"error":"token"}'))
+
+    pub = HttpPublisher("http://dash:8765", "bad", opener=opener)
+    pub.publish({"type": "run_start"})
+    assert "refused the token" in pub.disabled
+    with pytest.raises(PublisherError, match="needs its token"):
+        HttpPublisher("http://dash:8765", "")
+    assert sys.executable
