@@ -154,3 +154,23 @@ def test_redo_goes_through_every_phase_and_still_changes_nothing(fleet):
         assert convert["status"] == "ok" and not convert["changed"]
         verdict = run.result_of(host, "Validate the migrated guest")["result"]["verdict"]
         assert verdict["booted"] is True
+
+
+def test_two_sources_declaring_one_name_both_fail_and_nothing_is_created(libvirt_daemon, appliances, tmp_path):
+    pool = f"v2kvm-test-dup-{RUN}"
+    inventory = write_inventory(tmp_path / "inventory.yml", {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        "migrate_vm_storage_pool": pool,
+        "migrate_vm_storage_pool_path": f"/var/lib/libvirt/images/{pool}",
+    }, {
+        # Both OVAs declare the VM name "demo-bios": one domain and one set of volumes for two VMs.
+        "dup-a": {"migrate_vm_source_path": appliances["demo-bios"]},
+        "dup-b": {"migrate_vm_source_path": str(shutil.copy(appliances["demo-bios"], tmp_path / "copy.ova"))},
+    })
+    run = run_playbook("migrate.yml", inventory)
+    for host in ("dup-a", "dup-b"):
+        assert run.stats[host]["failures"] == 1, run.output[-3000:]
+        msg = " ".join(run.failure_messages(host))
+        assert "declared by several sources" in msg and "migrate_vm_name" in msg, msg
+    assert not os.path.exists(f"/var/lib/libvirt/images/{pool}/demo-bios-disk0.qcow2")
