@@ -10,7 +10,9 @@ sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
 # bindep.txt is the single list of system packages (also used by ansible-builder).
-mapfile -t wanted < <(sed -e 's/#.*//' -e 's/\[.*\]//' -e '/^\s*$/d' bindep.txt | awk '{print $1}')
+# Debian/Ubuntu lines only: a [platform:...] selector must name dpkg (rpm lines are for EE images).
+mapfile -t wanted < <(sed -e 's/#.*//' -e '/^\s*$/d' bindep.txt \
+  | awk '!/platform:/ || /platform:dpkg/ {print $1}')
 missing=()
 for pkg in "${wanted[@]}"; do
   # The test rig needs *a* kernel image, not Debian's meta-package (Ubuntu names it differently).
