@@ -24,31 +24,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from rig.appliances import build_demo_set  # noqa: E402
+from rig.libvirt_cleanup import remove_migration  # noqa: E402
 from rig.libvirtd import ensure_libvirtd  # noqa: E402
 from rig.playbook import run_playbook, write_inventory  # noqa: E402
 
 VMS = 5
-
-
-def cleanup(conn, names, pool_name, pool_path):
-    import libvirt
-
-    for name in names:
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            continue
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-    try:
-        pool = conn.storagePoolLookupByName(pool_name)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except libvirt.libvirtError:
-        pass
-    shutil.rmtree(pool_path, ignore_errors=True)
 
 
 def timed_run(inventory):
@@ -61,8 +41,6 @@ def timed_run(inventory):
 
 
 def main():
-    import libvirt
-
     cache = os.path.join(REPO, ".work", "test-cache")
     demo = build_demo_set(os.path.join(cache, "appliances"), workdir=os.path.join(cache, "build"))
     daemon = ensure_libvirtd(os.path.join(REPO, ".work", "test-libvirtd"))
@@ -71,7 +49,6 @@ def main():
     pool_path = f"/var/lib/libvirt/images/{pool_name}"
     names = [f"v2kvm-bench-{tag}-{i}" for i in range(VMS)]
     scratch = tempfile.mkdtemp(prefix="bench-fleet-", dir=os.path.join(REPO, ".work"))
-    conn = libvirt.open("qemu:///system")
     try:
         hosts = {}
         for i, name in enumerate(names):
@@ -94,8 +71,7 @@ def main():
         print(f"  re-run      {again:7.2f} s   changed tasks: {changed}")
         print(f"  ratio       {again / first:7.3f}x   (goal <= 0.03x)")
     finally:
-        cleanup(conn, names, pool_name, pool_path)
-        conn.close()
+        remove_migration("qemu:///system", names, pool_name, pool_path)
         shutil.rmtree(scratch, ignore_errors=True)
         daemon.stop()
 

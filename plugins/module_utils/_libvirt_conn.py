@@ -79,3 +79,17 @@ def error_code(exc):
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
         return exc.get_error_code()
     return None
+
+
+def connect_for_module(module, uri):
+    """The open connection an AnsibleModule needs, or the module failed with a message naming the
+    fix (missing libvirt-python, unreachable daemon, bad URI, permission)."""
+    from ansible.module_utils.basic import missing_required_lib
+
+    if not HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
+    try:
+        return open_connection(uri)
+    except LibvirtConnectionError as exc:
+        module.fail_json(msg=str(exc))
+    return None  # not reached: fail_json exits

@@ -232,18 +232,15 @@ removed_volumes:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_xml as dxml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_detect import detect_domain_type
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    HAS_LIBVIRT,
-    LIBVIRT_IMPORT_ERROR,
-    LibvirtConnectionError,
+    connect_for_module,
     is_local_uri,
     libvirt,
-    open_connection,
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._qemu_img import QemuImgError, info as qemu_img_info
 
@@ -498,15 +495,10 @@ def main():
         required_one_of=[("name", "spec")],
         supports_check_mode=True,
     )
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
     name = module.params["name"] or (module.params["spec"] or {}).get("name")
     if not name:
         module.fail_json(msg="the spec has no name: set the name option")
-    try:
-        conn = open_connection(module.params["uri"])
-    except LibvirtConnectionError as exc:
-        module.fail_json(msg=str(exc))
+    conn = connect_for_module(module, module.params["uri"])
     try:
         if module.params["state"] == "absent":
             ensure_absent(module, conn, name)

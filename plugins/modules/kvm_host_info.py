@@ -158,17 +158,14 @@ host:
     memory_total_mib: 64000
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_detect import detect_domain_type
 from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_host_facts import gather
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    HAS_LIBVIRT,
-    LIBVIRT_IMPORT_ERROR,
-    LibvirtConnectionError,
+    connect_for_module,
     is_local_uri,
     libvirt,
-    open_connection,
 )
 
 
@@ -183,13 +180,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
     uri = module.params["uri"]
-    try:
-        conn = open_connection(uri)
-    except LibvirtConnectionError as exc:
-        module.fail_json(msg=str(exc))
+    conn = connect_for_module(module, uri)
     try:
         verdict = None
         if module.params["probe_domain_type"]:

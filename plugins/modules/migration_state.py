@@ -94,14 +94,9 @@ reason:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    HAS_LIBVIRT,
-    LIBVIRT_IMPORT_ERROR,
-    LibvirtConnectionError,
-    open_connection,
-)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import connect_for_module
 from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import describe
 
 
@@ -115,12 +110,7 @@ def main():
         required_one_of=[("source_path", "name")],
         supports_check_mode=True,
     )
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
-    try:
-        conn = open_connection(module.params["uri"])
-    except LibvirtConnectionError as exc:
-        module.fail_json(msg=str(exc))
+    conn = connect_for_module(module, module.params["uri"])
     module.exit_json(changed=False, **describe(conn, module.params["source_path"], module.params["name"]))
 
 

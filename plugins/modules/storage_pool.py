@@ -84,16 +84,13 @@ allocation:
 import os
 import xml.etree.ElementTree as ET
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._domain_metadata import parse_libvirt_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    HAS_LIBVIRT,
-    LIBVIRT_IMPORT_ERROR,
-    LibvirtConnectionError,
+    connect_for_module,
     is_local_uri,
     libvirt,
-    open_connection,
 )
 
 
@@ -203,12 +200,7 @@ def main():
         required_if=[("state", "present", ("path",))],
         supports_check_mode=True,
     )
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
-    try:
-        conn = open_connection(module.params["uri"])
-    except LibvirtConnectionError as exc:
-        module.fail_json(msg=str(exc))
+    conn = connect_for_module(module, module.params["uri"])
     name = module.params["name"]
     if module.params["state"] == "present":
         path = os.path.normpath(os.path.abspath(module.params["path"]))

@@ -213,11 +213,8 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils import _serial_verdi
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._domain_metadata import parse_libvirt_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    HAS_LIBVIRT,
-    LIBVIRT_IMPORT_ERROR,
-    LibvirtConnectionError,
+    connect_for_module,
     libvirt,
-    open_connection,
 )
 
 try:
@@ -480,17 +477,11 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
     if module.params["guest_agent"] and libvirt_qemu is None:
         module.fail_json(msg=missing_required_lib("libvirt-python (libvirt_qemu)"), exception=LIBVIRT_QEMU_IMPORT_ERROR)
     if module.params["boot_timeout"] < 1:
         module.fail_json(msg="boot_timeout must be at least 1 second")
-    try:
-        conn = open_connection(module.params["uri"])
-    except LibvirtConnectionError as exc:
-        module.fail_json(msg=str(exc))
-    run(module, conn)
+    run(module, connect_for_module(module, module.params["uri"]))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 conversion's progress must reach the job events while the conversion runs, not at its end."""
 
 import os
-import shutil
 import sys
 import time
 import uuid
 
 import pytest
 import yaml
+from rig.libvirt_cleanup import remove_migration
 
 ansible_runner = pytest.importorskip("ansible_runner")
 libvirt = pytest.importorskip("libvirt")
@@ -39,23 +39,7 @@ def job(libvirt_daemon, appliances, tmp_path):
     }, "hosts": {"awx-vm": {"migrate_vm_source_path": appliances["demo-bios"], "migrate_vm_name": NAME}}}}
     (private / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
     yield private
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByName(NAME)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-    except libvirt.libvirtError:
-        pass
-    try:
-        pool = conn.storagePoolLookupByName(POOL)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except libvirt.libvirtError:
-        pass
-    conn.close()
-    shutil.rmtree(POOL_PATH, ignore_errors=True)
+    remove_migration("qemu:///system", [NAME], POOL, POOL_PATH)
 
 
 def test_progress_reaches_job_events_while_the_conversion_runs(job):

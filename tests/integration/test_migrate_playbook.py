@@ -8,6 +8,7 @@ import shutil
 import uuid
 
 import pytest
+from rig.libvirt_cleanup import remove_domains, remove_pool
 from rig.playbook import run_playbook, write_inventory
 
 libvirt = pytest.importorskip("libvirt")
@@ -69,19 +70,8 @@ def fleet(libvirt_daemon, appliances, tmp_path_factory):
     sources = {app: sha256(appliances[app]) for app, _name, _marker in VMS.values()}
     state = {"conn": conn, "inventory": inventory, "sources": sources, "appliances": appliances}
     yield state
-    for name in our_domains(conn):
-        dom = conn.lookupByName(name)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-    try:
-        pool = conn.storagePoolLookupByName(POOL)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except libvirt.libvirtError:
-        pass
-    shutil.rmtree(POOL_PATH, ignore_errors=True)
+    remove_domains(conn, our_domains(conn))
+    remove_pool(conn, POOL, POOL_PATH)
     conn.close()
 
 

@@ -31,6 +31,12 @@ import sys
 import time
 import uuid
 
+if __package__ in (None, ""):
+    # Run as a script: make tests/ importable so ``rig`` resolves.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rig.libvirtd import alive as _alive, answers as _answers  # noqa: E402
+
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 FIRST_PORT = 16610
@@ -105,33 +111,6 @@ def _port_free(port):
         except OSError:
             return False
     return True
-
-
-def _answers(uri):
-    import libvirt
-
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError:
-        return False
-    try:
-        conn.getLibVersion()
-        return True
-    finally:
-        conn.close()
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().split(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _prepare_root(root, port, host_uuid, index):

@@ -25,7 +25,8 @@ class LibvirtdError(RuntimeError):
     """The daemon could not be reached or started; the message says what to install or check."""
 
 
-def _answers(uri):
+def answers(uri):
+    """The daemon at ``uri`` accepts a connection and answers a call."""
     import libvirt
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -65,7 +66,8 @@ def _read_pid(pidfile, timeout):
     raise LibvirtdError(f"{pidfile} did not appear within {timeout:.0f} s: the daemon failed to start")
 
 
-def _alive(pid):
+def alive(pid):
+    """The process exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -92,15 +94,15 @@ class Daemon:
     def stop(self):
         # libvirtd first: it holds virtlogd connections for running guests' logs.
         for _name, pid in reversed(self.started):
-            if not _alive(pid):
+            if not alive(pid):
                 continue
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-                while _alive(pid):
+                while alive(pid):
                     time.sleep(0.1)
         self.started = []
 
@@ -121,7 +123,7 @@ def _start(binary, state_dir, name, extra=()):
 
 def ensure_libvirtd(state_dir, uri=SYSTEM_URI):
     """Return a Daemon answering on ``uri``, starting virtlogd and libvirtd when nothing answers."""
-    if _answers(uri):
+    if answers(uri):
         return Daemon(uri)
     if os.geteuid() != 0:
         raise LibvirtdError(f"{uri} does not answer and only root can start the system daemon: run the tests as root")
@@ -133,7 +135,7 @@ def ensure_libvirtd(state_dir, uri=SYSTEM_URI):
             daemon.started.append(("virtlogd", _start("virtlogd", state_dir, "virtlogd")))
         daemon.started.append(("libvirtd", _start("libvirtd", state_dir, "libvirtd")))
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(uri):
+        while not answers(uri):
             if time.monotonic() > deadline:
                 raise LibvirtdError(f"libvirtd started but {uri} did not answer within {START_TIMEOUT:.0f} s "
                                     f"(socket {SOCKET}); see /var/log/libvirt/libvirtd.log")

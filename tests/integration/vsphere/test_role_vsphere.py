@@ -6,6 +6,7 @@ import shutil
 import uuid
 
 import pytest
+from rig.libvirt_cleanup import remove_migration
 from rig.playbook import run_playbook, write_inventory
 
 libvirt = pytest.importorskip("libvirt")
@@ -39,23 +40,7 @@ def vsphere_fleet(vsim, make_vm, libvirt_daemon, tmp_path):
         "migrate_vm_boot_timeout": 300,
     }, {name: {}})
     yield {"vm": vm, "name": name, "inventory": inventory}
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByName(name)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-    except libvirt.libvirtError:
-        pass
-    try:
-        pool = conn.storagePoolLookupByName(POOL)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except libvirt.libvirtError:
-        pass
-    conn.close()
-    shutil.rmtree(POOL_PATH, ignore_errors=True)
+    remove_migration("qemu:///system", [name], POOL, POOL_PATH)
     shutil.rmtree(work, ignore_errors=True)
 
 
