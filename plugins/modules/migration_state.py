@@ -14,7 +14,7 @@ description:
     each libvirt domain, and finds the domain migrated from O(source_path).
   - RV(complete) is true when that domain passed validation and the source file has the same size and
     modification time as when it was migrated. A re-run of the migration role then skips every phase,
-    which makes re-running a finished fleet cheap: nothing is read but the domains' XML and one C(stat).
+    which makes re-running a finished fleet cheap (nothing is read but the domains' XML and one C(stat)).
   - Never changes anything.
 options:
   source_path:

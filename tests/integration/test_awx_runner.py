@@ -58,7 +58,7 @@ def test_progress_reaches_job_events_while_the_conversion_runs(job):
         event_handler=on_event,
         quiet=True,
     )
-    assert result.rc == 0, [e["event_data"].get("res", {}).get("msg") for _, e in arrivals
+    assert result.rc == 0, [e["event_data"].get("res", {}).get("msg") for _arrived, e in arrivals
                             if e.get("event") == "runner_on_failed"]
 
     def task_of(event):
@@ -72,10 +72,10 @@ def test_progress_reaches_job_events_while_the_conversion_runs(job):
     during = [(t, e) for t, e in polls if t < ends[0] - 1.0]
     assert len(during) >= 3, f"only {len(during)} progress events arrived before the conversion ended"
 
-    samples = [e["event_data"]["res"]["v2kvm_progress"] for _, e in polls]
+    samples = [e["event_data"]["res"]["v2kvm_progress"] for _arrived, e in polls]
     done = [s["done"] for s in samples if s.get("stage") == "convert"]
     assert done == sorted(done) and 0 < max(done), samples
     assert all(s.get("total") for s in samples)
     assert samples[-1]["stage"] == "done"
     # What AWX stores: the job's stdout carries the same events in order, with the host and task.
-    assert all(e["event_data"].get("host") == "awx-vm" for _, e in polls)
+    assert all(e["event_data"].get("host") == "awx-vm" for _arrived, e in polls)
