@@ -96,8 +96,8 @@ def connect(hostname, username, password, port=DEFAULT_PORT, validate_certs=True
                            "check username and password (keep the password in Ansible Vault or the "
                            "VMWARE_PASSWORD environment variable)") from None
     except ssl.SSLCertVerificationError as exc:
-        raise VsphereError("the TLS certificate of %s cannot be verified (%s)" % (where, scrub(exc.verify_message,
-                                                                                                secrets)),
+        reason = scrub(exc.verify_message, secrets)
+        raise VsphereError("the TLS certificate of %s cannot be verified (%s)" % (where, reason),
                            "install the vCenter CA certificate in the system trust store, or set "
                            "validate_certs: false for a lab") from None
     except ssl.SSLError as exc:

@@ -157,8 +157,8 @@ def datastore_url(conn, datacenter, datastore_path, flat=True):
     datastore, rel = parse_datastore_path(datastore_path)
     if flat and rel.endswith(".vmdk") and not rel.endswith("-flat.vmdk"):
         rel = rel[:-len(".vmdk")] + "-flat.vmdk"
-    return "%s/folder/%s?dcPath=%s&dsName=%s" % (conn.base_url, quote(rel), quote(datacenter or ""),
-                                                  quote(datastore))
+    return "%s/folder/%s?dcPath=%s&dsName=%s" % (
+        conn.base_url, quote(rel), quote(datacenter or ""), quote(datastore))
 
 
 # --------------------------------------------------------------------------- NFC export

@@ -312,8 +312,8 @@ def find_vm(conn, name=None, moid=None, uuid=None, datacenter=None, folder=None)
         if moid and ref._moId != moid:
             continue
         config = props.get("config")
-        if uuid and (config is None or uuid.lower() not in ((config.instanceUuid or "").lower(),
-                                                              (config.uuid or "").lower())):
+        known = () if config is None else ((config.instanceUuid or "").lower(), (config.uuid or "").lower())
+        if uuid and uuid.lower() not in known:
             continue
         if name and props.get("name") != name:
             continue

@@ -112,13 +112,13 @@ def download(session, url, dest, *, label, expected_size=None, on_bytes=None, ti
                 os.fsync(handle.fileno())
     except requests.exceptions.Timeout:
         raise TransferBroken("the download of %s stalled for more than %s s" % (label, timeout),
-                           "run again: it resumes from the %d bytes already received" % (have + fetched)) from None
+                             "run again: it resumes from the %d bytes already received" % (have + fetched)) from None
     except requests.exceptions.SSLError:
         raise VsphereError("TLS verification failed for the download of %s" % label,
                            "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
     except requests.exceptions.RequestException as exc:
         raise TransferBroken("the download of %s broke off (%s)" % (label, type(exc).__name__),
-                           "run again: it resumes from the %d bytes already received" % (have + fetched)) from None
+                             "run again: it resumes from the %d bytes already received" % (have + fetched)) from None
     size = os.path.getsize(part)
     if expected_size is not None and size != expected_size:
         raise VsphereError("%s has %d bytes, the server announced %d" % (label, size, expected_size),

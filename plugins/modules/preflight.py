@@ -96,20 +96,16 @@ target_free_bytes:
 """
 
 import os
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _preflight_rules as rules
-
-try:
-    import libvirt  # noqa: F401 - only probed here; _libvirt_conn uses it
-
-    HAS_LIBVIRT = True
-    LIBVIRT_IMPORT_ERROR = None
-except ImportError:
-    HAS_LIBVIRT = False
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
+    HAS_LIBVIRT,
+    LIBVIRT_IMPORT_ERROR,
+    LibvirtConnectionError,
+    open_connection,
+)
 
 
 def _free_bytes(path):
@@ -123,9 +119,6 @@ def _free_bytes(path):
 def _domain_names(module, uri):
     if not HAS_LIBVIRT:
         module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
-    from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import LibvirtConnectionError, \
-        open_connection
-
     try:
         conn = open_connection(uri)
     except LibvirtConnectionError as exc:

@@ -12,18 +12,18 @@ version_added: 0.2.0
 description:
   - Copies every disk of one VM into O(dest) and returns the VM spec whose C(disks) point at the local copies,
     ready for M(v2kvm.migrate.disk_convert).
-  - O(method=nfc) (cold) exports through an C(ExportVm) lease, as ovftool does: streamOptimized VMDKs, several
-    disks in parallel (O(parallel_disks)), a lease keep-alive every O(lease_keepalive) seconds, each file checked
-    against the lease manifest (sha1 and size). The VM must be powered off; see the power options.
+  - O(method=nfc) (cold) exports through an C(ExportVm) lease, as ovftool does. It writes streamOptimized VMDKs,
+    several disks in parallel (O(parallel_disks)), sends a lease keep-alive every O(lease_keepalive) seconds and
+    checks each file against the lease manifest (sha1 and size). The VM must be powered off; see the power options.
   - O(method=datastore) (cold) downloads each disk's C(-flat.vmdk) through the datastore C(/folder) URL (raw
     result), for accounts or hosts where NFC export is not allowed. A running VM is read from a snapshot's base
     disks (crash-consistent) when O(power_off=false).
-  - O(method=warm) keeps the VM running: it enables Changed Block Tracking, takes a snapshot, copies all allocated
+  - O(method=warm) keeps the VM running. It enables Changed Block Tracking, takes a snapshot, copies all allocated
     areas the first time and afterwards only the areas C(QueryChangedDiskAreas) reports since the recorded
     changeIds, then removes the snapshot. The changeIds are kept in C(.NAME.v2kvm-warm.json) in O(dest), so any
     re-run resumes with a delta. O(cutover=true) powers the VM off first, so the last delta makes the copy final.
   - Downloads resume with HTTP C(Range) from the C(.part) file a broken run left behind.
-  - Power: a running VM is shut down through the guest (VMware Tools) and waited for up to O(shutdown_timeout)
+  - Power handling. A running VM is shut down through the guest (VMware Tools) and waited for up to O(shutdown_timeout)
     seconds; a hard power-off happens only with O(allow_hard_power_off=true). If anything fails after this
     module powered the VM off, it powers the VM on again. After a successful cold export the VM stays off.
 options:
@@ -71,9 +71,10 @@ options:
     default: false
   downtime_budget:
     description:
-      - With O(method=warm) and O(cutover=false), keep running delta syncs until the estimated duration of the last
-        delta (its bytes at the measured throughput) fits in this many seconds, at most O(max_syncs) syncs.
-        V(0) runs one sync.
+      - With O(method=warm) and O(cutover=false), keep running syncs until the last delta sync took at most this many
+        seconds (the cutover repeats one delta with the VM off, so that is the estimated downtime), at most
+        O(max_syncs) syncs. When the budget is still not met, the module returns RV(budget_met=false) with a
+        warning naming the fix. V(0) runs one sync.
     type: int
     default: 0
   max_syncs:
@@ -147,7 +148,7 @@ spec:
   returned: success
   type: dict
 disks:
-  description: The local disk entries (same as RV(spec.disks)).
+  description: The local disk entries (the same as the C(disks) of RV(spec)).
   returned: success
   type: list
   elements: dict
@@ -185,9 +186,13 @@ syncs:
   type: list
   elements: dict
 estimated_cutover_seconds:
-  description: Estimated duration of the final delta from the last delta's bytes and throughput.
+  description: Estimated duration of the final delta, the duration of the last sync of this run.
   returned: when method=warm
   type: float
+budget_met:
+  description: Whether the last sync was a delta that fits in O(downtime_budget).
+  returned: when method=warm and O(downtime_budget) is set without O(cutover)
+  type: bool
 change_ids:
   description: Disk id to the changeId the local copy now matches (kept in O(dest) too).
   returned: when method=warm
@@ -275,6 +280,13 @@ def _cold(module, conn, vm, spec, vexport, writer, result):
     result.update(disks=disks, bytes_fetched=fetched, changed=True)
 
 
+def _fits(sync, budget):
+    """The cutover repeats a delta sync with the VM off: it takes about as long as the last delta
+    (snapshot, changed-area query, copy of a similar amount of change). A full sync says nothing
+    about the next delta, so it never fits."""
+    return sync["kind"] == "delta" and sync["seconds"] <= budget
+
+
 def _warm(module, conn, vm, spec, vexport, writer, result):
     params = module.params
     if module.check_mode:
@@ -286,6 +298,7 @@ def _warm(module, conn, vm, spec, vexport, writer, result):
         result["power_actions"].append("enabled change tracking")
     guard = vexport.PowerGuard(conn, vm, shutdown_timeout=params["shutdown_timeout"],
                                allow_hard_power_off=params["allow_hard_power_off"], wanted_off=params["cutover"])
+    budget = 0 if params["cutover"] else params["downtime_budget"]
     syncs = []
     try:
         with guard:
@@ -293,10 +306,7 @@ def _warm(module, conn, vm, spec, vexport, writer, result):
                 sync, disks, state = vexport.warm_sync(conn, vm, spec, params["dest"], timeout=params["timeout"],
                                                        writer=writer)
                 syncs.append(sync)
-                rate = sync["bytes"] / sync["seconds"] if sync["seconds"] > 0 and sync["bytes"] else None
-                estimate = round(sync["bytes"] / rate, 3) if rate else 0.0
-                if (params["cutover"] or not params["downtime_budget"] or len(syncs) >= params["max_syncs"]
-                        or (sync["kind"] == "delta" and estimate <= params["downtime_budget"])):
+                if not budget or _fits(sync, budget) or len(syncs) >= params["max_syncs"]:
                     break
         if params["cutover"]:
             state["cut_over"] = int(time.time())
@@ -304,8 +314,19 @@ def _warm(module, conn, vm, spec, vexport, writer, result):
     finally:
         result["power_actions"].extend(guard.actions)
     result.update(disks=disks, bytes_fetched=sum(s["bytes"] for s in syncs), changed=True, sync=syncs[-1],
-                  syncs=syncs, estimated_cutover_seconds=estimate,
+                  syncs=syncs, estimated_cutover_seconds=syncs[-1]["seconds"],
                   change_ids={disk["id"]: disk["change_id"] for disk in disks})
+    if budget:
+        result["budget_met"] = _fits(syncs[-1], budget)
+        if not result["budget_met"]:
+            last = syncs[-1]
+            why = ("the last delta sync took %.1f s, more than the %d s budget" % (last["seconds"], budget)
+                   if last["kind"] == "delta" else "the only sync was a full copy, which tells nothing about a delta")
+            result["msg"] = (
+                "downtime_budget not met after %d sync(s): %s, so a cutover now could keep the VM off longer than "
+                "wanted. Fix: run again when the guest writes less, raise max_syncs, or raise downtime_budget to "
+                "accept the longer downtime." % (len(syncs), why))
+            module.warn(result["msg"])
 
 
 def main():

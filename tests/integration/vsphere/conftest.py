@@ -66,5 +66,8 @@ def make_vm(vsi, boot_raw):
 
 
 def vsphere_args(sim, **extra):
-    return dict(dict(hostname=sim.host, port=sim.port, username=sim.username, password=sim.password,
-                     validate_certs=False), **extra)
+    """Module arguments for ``sim``; ``extra`` adds options or overrides the connection ones."""
+    args = {"hostname": sim.host, "port": sim.port, "username": sim.username, "password": sim.password,
+            "validate_certs": False}
+    args.update(extra)
+    return args

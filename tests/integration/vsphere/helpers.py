@@ -22,3 +22,12 @@ def run_module(module, tmp_path, check_mode=False, proc_timeout=600, **args):
     args_file.unlink()
     assert proc.stdout, proc.stderr
     return json.loads(proc.stdout), proc.stdout + proc.stderr
+
+
+def start_module(module, tmp_path, **args):
+    """The module as a running process (to kill it midway); the args file stays until the test ends."""
+    args_file = tmp_path / f"args-{uuid.uuid4().hex[:8]}.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    return subprocess.Popen([sys.executable, os.path.join(MODULES, f"{module}.py"), str(args_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=COLLECTIONS))

@@ -64,7 +64,7 @@ class Simulator:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        for _ in range(50):
+        for _attempt in range(50):
             try:
                 os.kill(self.pid, 0)
             except ProcessLookupError:

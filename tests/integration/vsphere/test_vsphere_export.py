@@ -3,12 +3,15 @@ the rig's marker, content equal to the source; guest shutdown; power restored on
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 
 import pytest
+import sim_rig
 from conftest import vsphere_args
-from helpers import run_module
+from helpers import run_module, start_module
 from rig.guest_image import BOOT_OK
 
 pytestmark = pytest.mark.integration
@@ -28,7 +31,7 @@ def pool(libvirt_daemon, tmp_path):
     try:
         for dom_name in [d.name() for d in conn.listAllDomains() if d.name().startswith("v2kvm-test-")]:
             dom = conn.lookupByName(dom_name)
-            if any(path in (dom.XMLDesc(0) or "") for _ in [0]):
+            if path in (dom.XMLDesc(0) or ""):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
@@ -73,7 +76,7 @@ def test_nfc_export_converts_boots_and_equals_the_source(vsim, vsi, make_vm, boo
 
     spec = dict(result["spec"], memory_mib=256)
     defined, unused = run_module("domain", tmp_path, spec=spec, disks=[qcow2], network_map={"VM Network": "user"},
-                            domain_type="qemu")
+                                 domain_type="qemu")
     assert defined["changed"] and not defined.get("failed"), defined
     verdict, unused = run_module("validate", tmp_path, name=name, boot_timeout=120)
     assert verdict["verdict"]["booted"] is True, verdict
@@ -93,8 +96,6 @@ def test_power_is_restored_when_the_export_fails(vsim, vsi, make_vm, tmp_path):
 
 def test_hard_power_off_needs_permission(vsim, vsi, make_vm, tmp_path):
     vm, name, unused = make_vm(power_on=True)
-    import sim_rig
-
     sim_rig.wait_task(vm.SuspendVM_Task())  # a suspended guest cannot shut itself down
     refused, raw = run_module("vsphere_export", tmp_path, **vsphere_args(vsim, name=name, dest=str(tmp_path)))
     assert refused["failed"] and "allow_hard_power_off: true" in refused["msg"], refused
@@ -119,3 +120,54 @@ def test_datastore_download_resumes_a_broken_transfer(vsim, vsi, make_vm, boot_r
     assert not os.path.exists(f"{target}.part")
     with open(target, "rb") as got, open(boot_raw, "rb") as want:
         assert got.read() == want.read()
+
+
+def _big_disk_vm(vsi, boot_raw, tmp_path, name, size):
+    """A VM whose disk is the rig boot disk padded to ``size`` with a random tail (sparse in between), big
+    enough that a download can be caught halfway."""
+    source = tmp_path / "big.raw"
+    shutil.copyfile(boot_raw, source)
+    with open(source, "r+b") as handle:
+        handle.truncate(size)
+        handle.seek(size - (1 << 20))
+        handle.write(os.urandom(1 << 20))
+    dsp, flat, unused = sim_rig.write_esxi_disk(vsi, name, name, str(source))
+    source.unlink()
+    sim_rig.create_vm(vsi, name, [sim_rig.disk_spec(dsp, size, key=2000)])
+    return flat
+
+
+def test_killed_datastore_download_resumes_with_range_and_ends_identical(vsim, vsi, boot_raw, tmp_path):
+    name = f"v2kvm-test-kill-{uuid.uuid4().hex[:6]}"
+    size = 512 << 20
+    flat = _big_disk_vm(vsi, boot_raw, tmp_path, name, size)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    part = dest / f"{name}-scsi0-0.raw.part"
+    args = vsphere_args(vsim, name=name, dest=str(dest), method="datastore")
+    proc = start_module("vsphere_export", tmp_path, **args)
+    try:
+        deadline = time.monotonic() + 120
+        while not (part.exists() and part.stat().st_size >= 32 << 20):
+            assert proc.poll() is None, "the download ended before it could be killed: %s" % proc.communicate()[1]
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # no handler runs: what a crash or an OOM kill leaves behind
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    kept = part.stat().st_size
+    assert 0 < kept < size, "the killed run left a partial file"
+
+    result, raw = run_module("vsphere_export", tmp_path, **args)
+    assert not result.get("failed"), result
+    assert result["bytes_fetched"] == size - kept, "the re-run fetches only what the killed run had not"
+    assert not part.exists()
+    same = subprocess.run(["cmp", str(dest / f"{name}-scsi0-0.raw"), flat], capture_output=True, text=True,
+                          check=False)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert vsim.password not in raw

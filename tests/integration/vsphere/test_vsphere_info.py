@@ -29,7 +29,7 @@ def test_vm_info_returns_the_normalized_spec(vsim, make_vm, tmp_path):
 
 
 def test_unknown_vm_names_the_fix(vsim, make_vm, tmp_path):
-    unused, name, unused = make_vm()
+    name = make_vm()[1]
     result, unused = run_module("vsphere_vm_info", tmp_path, **vsphere_args(vsim, name=name.upper()))
     assert result["failed"] and f"no VM with name {name.upper()!r}" in result["msg"]
     assert name in result["msg"], "a close name is suggested"
@@ -45,7 +45,7 @@ def test_wrong_password_is_clear_and_never_shown(vsim, tmp_path):
 def test_unreachable_and_tls_errors(vsim, tmp_path):
     closed, unused = run_module("vsphere_vm_info", tmp_path, **vsphere_args(vsim, port=1, name="x"))
     assert closed["failed"] and "cannot reach" in closed["msg"]
-    tls, raw = run_module("vsphere_vm_info", tmp_path, **dict(vsphere_args(vsim, name="x"), validate_certs=True))
+    tls, raw = run_module("vsphere_vm_info", tmp_path, **vsphere_args(vsim, name="x", validate_certs=True))
     assert tls["failed"] and "TLS certificate" in tls["msg"] and "validate_certs" in tls["msg"]
     assert vsim.password not in raw
 
@@ -60,7 +60,7 @@ def test_slow_method_hits_the_timeout_cleanly(sim_binary, tmp_path):
 
 
 def test_inventory_plugin_groups_and_filters(vsim, make_vm, tmp_path):
-    unused, name, unused = make_vm(power_on=True)
+    name = make_vm(power_on=True)[1]
     config = tmp_path / "lab.vsphere.yml"
     config.write_text(f"""plugin: v2kvm.migrate.vsphere
 hostname: {vsim.host}

@@ -6,6 +6,7 @@ import os
 import random
 
 import pytest
+import sim_rig
 from conftest import vsphere_args
 from helpers import run_module
 from pyVmomi import vim
@@ -50,6 +51,39 @@ def test_warm_sync_copies_only_changed_blocks_and_cutover_is_exact(vsim, make_vm
     assert vsim.password not in raw
 
 
+def test_downtime_budget_syncs_until_the_last_delta_fits(vsim, make_vm, tmp_path):
+    vm, name, unused = make_vm(power_on=True)
+    result, unused = run_module("vsphere_export", tmp_path, **vsphere_args(
+        vsim, name=name, dest=str(tmp_path), method="warm", downtime_budget=30, max_syncs=5))
+    assert not result.get("failed"), result
+    # A full copy says nothing about the cutover, so a delta follows; that one fits and the loop stops.
+    assert [sync["kind"] for sync in result["syncs"]] == ["full", "delta"], result["syncs"]
+    assert result["budget_met"] is True and result["estimated_cutover_seconds"] <= 30
+    assert not result.get("warnings") and vm.runtime.powerState == "poweredOn"
+
+
+def test_tiny_downtime_budget_stops_at_max_syncs_with_a_clear_message(sim_binary, boot_raw, tmp_path):
+    # Each sync queries the changed areas once, so a slow QueryChangedDiskAreas makes every delta last > 1 s.
+    slow = sim_rig.start_simulator(sim_binary, "-api-version", "8.0.0.0", "-method-delay",
+                                   "QueryChangedDiskAreas:1500")
+    try:
+        si = slow.connect()
+        dsp, unused, size = sim_rig.write_esxi_disk(si, "v2kvm-test-budget", "v2kvm-test-budget", boot_raw)
+        sim_rig.create_vm(si, "v2kvm-test-budget", [sim_rig.disk_spec(dsp, size, key=2000)], power_on=True)
+        result, unused = run_module("vsphere_export", tmp_path, **vsphere_args(
+            slow, name="v2kvm-test-budget", dest=str(tmp_path), method="warm", downtime_budget=1, max_syncs=3))
+        power = sim_rig.find_vm(si, "v2kvm-test-budget").runtime.powerState
+        sim_rig.disconnect(si)
+    finally:
+        slow.stop()
+    assert not result.get("failed"), result
+    assert [sync["kind"] for sync in result["syncs"]] == ["full", "delta", "delta"], "max_syncs caps the loop"
+    assert result["budget_met"] is False and result["estimated_cutover_seconds"] > 1
+    assert "downtime_budget not met after 3 sync(s)" in result["msg"] and "raise max_syncs" in result["msg"]
+    assert any(result["msg"] in str(warning) for warning in result["warnings"]), "shown as a warning too"
+    assert power == "poweredOn", "without cutover the VM keeps running"
+
+
 def _rule_vm(make_vm, rule):
     dev = vim.vm.device
     if rule == "rdm":
@@ -59,8 +93,8 @@ def _rule_vm(make_vm, rule):
     if rule == "shared_disk":
         return make_vm(disk_options={"sharing": "sharingMultiWriter"})
     if rule == "vtpm":
-        return make_vm(firmware="efi", extra_devices=[dev.VirtualDeviceSpec(operation="add",
-                                                                           device=dev.VirtualTPM(key=11000))])
+        tpm = dev.VirtualDeviceSpec(operation="add", device=dev.VirtualTPM(key=11000))
+        return make_vm(firmware="efi", extra_devices=[tpm])
     if rule == "pci_passthrough":
         backing = dev.VirtualPCIPassthrough.DeviceBackingInfo(id="0000:03:00.0", deviceId="1", systemId="x",
                                                               vendorId=1, deviceName="gpu")
@@ -75,9 +109,7 @@ def _rule_vm(make_vm, rule):
         return make_vm(guest_id="darwin64Guest")
     if rule == "snapshots":
         vm, name, flat = make_vm()
-        from sim_rig import wait_task
-
-        wait_task(vm.CreateSnapshot_Task(name="before-upgrade", memory=False, quiesce=False))
+        sim_rig.wait_task(vm.CreateSnapshot_Task(name="before-upgrade", memory=False, quiesce=False))
         return vm, name, flat
     return make_vm()
 
@@ -89,7 +121,7 @@ def _rule_vm(make_vm, rule):
     ("guest_os", "critical", "cold"), ("target_space", "critical", "cold"), ("name_conflict", "critical", "cold"),
 ])
 def test_preflight_rule_triggers_on_its_vm(vsim, make_vm, tmp_path, rule, severity, mode):
-    unused, name, unused = _rule_vm(make_vm, rule)
+    name = _rule_vm(make_vm, rule)[1]
     info, unused = run_module("vsphere_vm_info", tmp_path, **vsphere_args(vsim, name=name))
     spec = info["spec"]
     extra = {}
@@ -109,7 +141,7 @@ def test_preflight_rule_triggers_on_its_vm(vsim, make_vm, tmp_path, rule, severi
 
 
 def test_clean_vm_has_no_blocking_finding(vsim, make_vm, tmp_path):
-    unused, name, unused = make_vm()
+    name = make_vm()[1]
     info, unused = run_module("vsphere_vm_info", tmp_path, **vsphere_args(vsim, name=name))
     result, unused = run_module("preflight", tmp_path, spec=info["spec"], target_path=str(tmp_path))
     assert not result.get("failed") and result["blocked"] is False and result["findings"] == []

@@ -14,16 +14,16 @@ PLACE = {"datacenter": "DC0", "folder": "prod", "cluster": "C0", "host": "esx1",
 def _props(name="web01", rdm=None, mode="persistent", guest="debian11_64Guest"):
     dev = vim.vm.device
     if rdm:
-        backing = dev.VirtualDisk.RawDiskMappingVer1BackingInfo(fileName="[ds1] web01/rdm.vmdk",
-                                                                 compatibilityMode=rdm, diskMode=mode)
+        backing = dev.VirtualDisk.RawDiskMappingVer1BackingInfo(
+            fileName="[ds1] web01/rdm.vmdk", compatibilityMode=rdm, diskMode=mode)
     else:
         backing = dev.VirtualDisk.FlatVer2BackingInfo(fileName="[ds1] web01/web01.vmdk", diskMode=mode,
                                                       thinProvisioned=True)
     devices = [
         dev.ParaVirtualSCSIController(key=1000, busNumber=0),
         dev.VirtualDisk(key=2001, controllerKey=1000, unitNumber=1, capacityInKB=2048,
-                        backing=dev.VirtualDisk.FlatVer2BackingInfo(fileName="[ds1] web01/data.vmdk",
-                                                                   diskMode="persistent")),
+                        backing=dev.VirtualDisk.FlatVer2BackingInfo(
+                            fileName="[ds1] web01/data.vmdk", diskMode="persistent")),
         dev.VirtualDisk(key=2000, controllerKey=1000, unitNumber=0, capacityInKB=1024, backing=backing),
         dev.VirtualE1000e(key=4000, macAddress="00:50:56:AA:BB:CC",
                           backing=dev.VirtualEthernetCard.NetworkBackingInfo(deviceName="Prod")),
