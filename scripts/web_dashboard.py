@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Standalone v2kvm.migrate web dashboard: many runs report to it over HTTP with a token.
 
-    V2KVM_WEB_TOKEN=$(openssl rand -hex 24) scripts/web_dashboard.py --host 0.0.0.0 --port 8765 \
+    V2KVM_WEB_TOKEN=$(openssl rand -hex 24) python3 scripts/web_dashboard.py --host 0.0.0.0 --port 8765 \
         --tls-cert cert.pem --tls-key key.pem
 
 Runs point the ``v2kvm.migrate.web`` callback at it (V2KVM_WEB_URL + V2KVM_WEB_TOKEN). Options:

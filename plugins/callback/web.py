@@ -3,21 +3,14 @@
 
 from __future__ import annotations
 
-import os
-import time
-
-from ansible_collections.v2kvm.migrate.plugins.callback.dashboard import CallbackModule as DashboardCallback
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
-    EmbeddedPublisher, HttpPublisher, PublisherError)
-
 DOCUMENTATION = r"""
 name: web
 type: notification
 short_description: Live web dashboard of the run (embedded server, or reports to a standalone one)
 version_added: 0.1.0
 description:
-  - Sends the events of the migration dashboard (the same events as M(v2kvm.migrate.dashboard) folds, see
-    C(docs/dashboard.md)) to the web dashboard described in C(docs/web-dashboard.md).
+  - Sends the events of the migration dashboard (the same events the P(v2kvm.migrate.dashboard#callback)
+    callback folds, see C(docs/dashboard.md)) to the web dashboard described in C(docs/web-dashboard.md).
   - Without O(url), starts an embedded dashboard server for this run in a child process and prints its
     address; the page lives as long as the run plus O(linger) seconds.
   - With O(url), POSTs the events to a standalone dashboard server (C(scripts/web_dashboard.py)) with
@@ -121,6 +114,13 @@ options:
       - section: callback_v2kvm_web
         key: ca_path
 """
+
+import os
+import time
+
+from ansible_collections.v2kvm.migrate.plugins.callback.dashboard import CallbackModule as DashboardCallback
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
+    EmbeddedPublisher, HttpPublisher, PublisherError)
 
 
 class CallbackModule(DashboardCallback):

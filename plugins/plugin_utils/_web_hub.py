@@ -159,8 +159,8 @@ class Hub:
             if event.get("status") == "unreachable":
                 self._alert("critical", "%s unreachable: %s" % (host, event.get("msg") or ""), run.id, host)
             elif event.get("status") == "failed":
-                self._alert("warning", "%s: task %s failed: %s" % (host, event.get("task") or "",
-                                                                     event.get("msg") or ""), run.id, host)
+                message = "%s: task %s failed: %s" % (host, event.get("task") or "", event.get("msg") or "")
+                self._alert("warning", message, run.id, host)
         elif kind == "vm_end" and event.get("verdict") == FAILED:
             vm = run.board.vms.get(host)
             self._alert("critical", "migration of %s failed: %s" % (vm.name if vm else host, vm.error if vm else ""),

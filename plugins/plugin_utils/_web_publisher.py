@@ -19,14 +19,15 @@ import errno
 import fcntl
 import json
 import os
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
-import urllib.request
 import uuid
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import ProcessSampler
 
@@ -221,14 +222,8 @@ class HttpPublisher:
         self.failures = 0
         self.last_error = ""
         self.disabled = ""
-        context = None
-        if url.startswith("https:"):
-            context = ssl.create_default_context(cafile=ca_path or None)
-            if not validate_certs:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-        self._context = context
-        self._opener = opener or urllib.request.urlopen
+        self._tls = {"validate_certs": validate_certs, "ca_path": ca_path or None}
+        self._opener = opener or open_url
 
     def start(self) -> str:
         return self.url[: -len("/api/ingest")] + "/"
@@ -244,11 +239,12 @@ class HttpPublisher:
             return True
         events = self.batcher.events
         body = self.batcher.take()
-        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in __init__
-            self.url, data=json.dumps(body, default=str, separators=(",", ":")).encode("utf-8", "surrogateescape"),
-            headers={"Content-Type": "application/json", "Authorization": "Bearer %s" % self.token}, method="POST")
+        data = json.dumps(body, default=str, separators=(",", ":")).encode("utf-8", "surrogateescape")
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer %s" % self.token}
         try:
-            with self._opener(request, timeout=self.timeout, context=self._context) as response:
+            # Proxies from the environment apply, as for any Ansible HTTP call; never a netrc login.
+            with self._opener(self.url, data=data, headers=headers, method="POST", timeout=self.timeout,
+                              use_netrc=False, **self._tls) as response:
                 response.read()
             self._backoff = 0.0
             return True
@@ -261,7 +257,7 @@ class HttpPublisher:
                 return False  # the batch itself is bad: retrying would not help
             retry = exc.headers.get("Retry-After") if exc.headers else None
             wait = float(retry) if retry and retry.isdigit() else None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, UrlsConnectionError) as exc:
             self.last_error = str(exc)
             wait = None
         self.failures += 1

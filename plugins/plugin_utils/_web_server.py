@@ -216,13 +216,19 @@ class DashboardServer:
     async def page(self, request):
         return web.FileResponse(os.path.join(STATIC, "index.html"), headers={"Cache-Control": "no-store"})
 
+    def _history_kind(self) -> str:
+        if self.history is None:
+            return "off"
+        if self.history.path == ":memory:":
+            return "memory"
+        return "sqlite-" + self.history.journal_mode()
+
     def _health(self) -> dict:
         return {"status": "ok", "pid": os.getpid(), "uptime": round(time.time() - self.started, 1),
                 "clients": len(self.clients),
                 "max_clients": self.config.max_clients, "runs": len(self.hub.runs),
                 "last_event": self.hub.last_event, "events": self.hub.events_total,
-                "history": "off" if self.history is None else ("memory" if self.history.path == ":memory:"
-                                                                else "sqlite-" + self.history.journal_mode()),
+                "history": self._history_kind(),
                 "auth_reads": self.config.auth_reads, "interval": self.config.interval}
 
     async def healthz(self, request):

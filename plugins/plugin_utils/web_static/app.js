@@ -12,12 +12,13 @@
   });
 
   var state = {
-    jobs: new Map(), rows: new Map(), seq: 0, series: [], alerts: [], metrics: {}, controller: {}, health: {},
+    jobs: new Map(), seq: 0, series: [], alerts: [], metrics: {}, controller: {}, health: {},
     dismissed: new Set(JSON.parse(sessionStorage.getItem("v2kvm-dismissed") || "[]")),
     sortKey: "started", sortDir: -1, filter: "", status: "", order: [], selected: null,
-    lastMessage: 0, interval: 1, tableDirty: true, chartsDirty: true, messages: 0,
+    lastMessage: 0, interval: 1, tableDirty: true, windowDirty: true, seriesReset: true, newPoints: 0, hostsDirty: true,
+    messages: 0,
   };
-  var stats = { lastApplyMs: 0, lastRenderMs: 0, deltas: 0, snapshots: 0 };
+  var stats = { lastApplyMs: 0, lastRenderMs: 0, deltas: 0, snapshots: 0, rowsInDom: 0 };
 
   function $(id) { return document.getElementById(id); }
   function el(tag, cls, text) {
@@ -39,9 +40,12 @@
     var h = Math.floor(sec / 3600), m = Math.floor(sec % 3600 / 60), s = sec % 60;
     return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(s).padStart(2, "0");
   }
+  function pad2(n) { return n < 10 ? "0" + n : String(n); }
+  // Formatted by hand: toLocaleTimeString builds a formatter per call, far too slow for 1000 rows a tick.
   function clock(ts) {
     if (!ts) { return "-"; }
-    return new Date(ts * 1000).toLocaleTimeString([], { hour12: false });
+    var d = new Date(ts * 1000);
+    return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + ":" + pad2(d.getSeconds());
   }
   function now() { return Date.now() / 1000; }
   function duration(job) {
@@ -66,7 +70,11 @@
     setConn("connecting", "connecting…");
     try { ws = new WebSocket(url); } catch (e) { scheduleReconnect(); return; }
     ws.onopen = function () { backoff = 1; refused = false; setConn("live", "live"); };
-    ws.onmessage = function (ev) { state.lastMessage = now(); onMessage(JSON.parse(ev.data)); };
+    ws.onmessage = function (ev) {
+      var t0 = performance.now();
+      state.lastMessage = now();
+      onMessage(JSON.parse(ev.data), t0);
+    };
     ws.onclose = function (ev) {
       ws = null;
       if (ev.code === 4429) { refused = true; }
@@ -100,14 +108,15 @@
     if (ws && ws.readyState === 1 && state.lastMessage && now() - state.lastMessage > 3 * state.interval + 10) {
       ws.close();
     }
-    if (state.tableDirty === false) { updateDurations(); }
+    updateDurations();
     renderHealth();
   }, 1000);
 
   // -- messages --------------------------------------------------------------------------------
 
-  function onMessage(msg) {
-    var t0 = performance.now();
+  // t0: when the socket handed the message over (so the parse counts), else now.
+  function onMessage(msg, t0) {
+    if (t0 === undefined) { t0 = performance.now(); }
     state.messages++;
     if (msg.type === "refused") {
       refused = true;
@@ -119,6 +128,8 @@
       state.jobs = new Map();
       (msg.jobs || []).forEach(function (j) { state.jobs.set(j.id, j); });
       state.series = (msg.series || []).slice(-MAX_POINTS);
+      state.seriesReset = true;
+      state.hostsDirty = true;
       state.alerts = msg.alerts || [];
       state.seq = msg.seq;
       state.tableDirty = true;
@@ -130,8 +141,12 @@
       stats.deltas++;
       state.seq = msg.seq;
       (msg.jobs || []).forEach(function (j) { state.jobs.set(j.id, j); });
-      if (msg.jobs && msg.jobs.length) { state.tableDirty = true; }
-      if (msg.point) { state.series.push(msg.point); if (state.series.length > MAX_POINTS) { state.series.shift(); } }
+      if (msg.jobs && msg.jobs.length) { state.tableDirty = true; state.hostsDirty = true; }
+      if (msg.point) {
+        state.series.push(msg.point);
+        state.newPoints++;
+        if (state.series.length > MAX_POINTS) { state.series.shift(); }
+      }
       (msg.alerts || []).forEach(function (a) { state.alerts.push(a); });
       if (state.alerts.length > 100) { state.alerts = state.alerts.slice(-100); }
       if (state.selected && (msg.jobs || []).some(function (j) { return j.id === state.selected; })) {
@@ -144,7 +159,6 @@
     state.controller = msg.controller || state.controller;
     state.health = msg.health || state.health;
     if (state.health.interval) { state.interval = state.health.interval; }
-    state.chartsDirty = true;
     stats.lastApplyMs = performance.now() - t0;
     scheduleRender();
   }
@@ -156,19 +170,24 @@
     requestAnimationFrame(function () { renderPending = false; render(); });
   }
 
+  // One frame: DOM reads first (measureTable), then writes only where a value changed.
   function render() {
     var t0 = performance.now();
+    measureTable();
     renderCards();
     renderAlerts();
-    if (state.tableDirty) { renderTable(); state.tableDirty = false; }
-    if (state.chartsDirty) { renderCharts(); state.chartsDirty = false; }
+    renderTable();
+    renderCharts();
     renderHealth();
     stats.lastRenderMs = performance.now() - t0;
   }
 
   // -- cards, alerts, health -------------------------------------------------------------------
 
-  function setText(id, text) { var n = $(id); if (n.textContent !== text) { n.textContent = text; } }
+  var shownText = {};
+  function setText(id, text) {
+    if (shownText[id] !== text) { shownText[id] = text; $(id).textContent = text; }
+  }
 
   function renderCards() {
     var m = state.metrics, c = state.controller;
@@ -242,9 +261,35 @@
     return hay.indexOf(state.filter) >= 0;
   }
 
-  function makeRow(job) {
+  // The table is virtual: only the rows in (or near) the visible part of the scroll box exist, in a
+  // fixed pool of row "slots". A slot is refilled with whichever job sits at its position, and only
+  // the cells whose text changed are written, so a tick that changes 1000 jobs touches a few dozen
+  // cells and the layout of a few dozen rows. Spacer rows above and below keep the scroll height.
+  var ROW_OVERSCAN = 10;
+  var view = { rowHeight: 33, measured: false, scrollTop: 0, height: window.innerHeight, ids: [], slots: [],
+    mounted: 0 };
+  var wrap = document.querySelector(".table-wrap");
+  wrap.addEventListener("scroll", function () {
+    view.scrollTop = wrap.scrollTop;
+    state.windowDirty = true;
+    scheduleRender();
+  }, { passive: true });
+  window.addEventListener("resize", function () {
+    view.height = window.innerHeight;
+    state.windowDirty = true;
+    scheduleRender();
+  });
+
+  function measureTable() {
+    // Read once, at the start of a frame (before any write), so it never forces a layout mid-render.
+    if (!view.measured && view.mounted) {
+      var h = view.slots[0].tr.getBoundingClientRect().height;
+      if (h > 0) { view.rowHeight = h; view.measured = true; }
+    }
+  }
+
+  function makeSlot() {
     var tr = el("tr");
-    tr.dataset.id = job.id;
     var cells = {};
     ["vm", "status", "progress", "stage", "rate", "source", "target", "duration", "started"].forEach(function (k) {
       cells[k] = el("td", k);
@@ -255,89 +300,133 @@
     cells.badge = el("span", "badge"); cells.status.appendChild(cells.badge);
     cells.bar = el("div", "bar"); cells.fill = el("div", "fill"); cells.pct = el("span", "pct");
     cells.bar.append(cells.fill, cells.pct); cells.progress.appendChild(cells.bar);
-    tr.addEventListener("click", function () { openDetail(job.id); });
-    var row = { tr: tr, cells: cells, ver: null };
-    state.rows.set(job.id, row);
-    return row;
+    var slot = { tr: tr, cells: cells, id: null, shown: {} };
+    tr.addEventListener("click", function () { if (slot.id) { openDetail(slot.id); } });
+    return slot;
   }
 
-  function fillRow(row, j) {
-    var c = row.cells;
-    var sig = [j.name, j.host, j.status, j.pct, j.stage, j.rate, j.source, j.target, j.started, j.finished].join("\u0001");
-    if (row.ver === sig) { return; }
-    row.ver = sig;
-    c.vmName.textContent = j.name || j.host;
-    c.vmHost.textContent = j.name && j.name !== j.host ? j.host : "";
-    c.badge.textContent = j.status;
-    c.badge.className = "badge " + (SORTERS.status(j).replace(/[^a-z]/g, ""));
+  // Writes a text (or class, style, attribute) only when it differs from what the slot shows.
+  function put(slot, key, value, write) {
+    if (slot.shown[key] !== value) { slot.shown[key] = value; write(value); }
+  }
+
+  function fillSlot(slot, j) {
+    var c = slot.cells;
+    slot.id = j.id;
+    put(slot, "id", j.id, function (v) { slot.tr.dataset.id = v; });
+    put(slot, "selected", j.id === state.selected, function (v) { slot.tr.classList.toggle("selected", v); });
+    put(slot, "name", j.name || j.host || "", function (v) { c.vmName.textContent = v; });
+    put(slot, "host", j.name && j.name !== j.host ? j.host : "", function (v) { c.vmHost.textContent = v; });
+    var status = String(j.status || "");
+    var statusClass = status.replace(/[^a-z]/g, "");
+    put(slot, "status", status, function (v) { c.badge.textContent = v; });
+    put(slot, "statusClass", statusClass, function (v) {
+      c.badge.className = "badge " + v;
+      c.bar.className = "bar " + v;
+    });
     var pct = j.status === "succeeded" ? 100 : (j.pct === null || j.pct === undefined ? null : j.pct);
-    c.bar.className = "bar " + (j.status || "").replace(/[^a-z]/g, "");
-    c.fill.style.width = (pct || 0).toFixed(1) + "%";
-    c.pct.textContent = pct === null ? "" : Math.round(pct) + "%";
-    c.stage.textContent = j.stage || "-";
-    c.stage.title = j.error || j.stage || "";
-    c.rate.textContent = mbps(j.rate);
-    c.source.textContent = j.source || "-";
-    c.target.textContent = j.target || "-";
-    c.duration.textContent = hms(duration(j));
-    c.started.textContent = clock(j.started);
+    put(slot, "width", (pct || 0).toFixed(1) + "%", function (v) { c.fill.style.width = v; });
+    put(slot, "pct", pct === null ? "" : Math.round(pct) + "%", function (v) { c.pct.textContent = v; });
+    put(slot, "stage", j.stage || "-", function (v) { c.stage.textContent = v; });
+    put(slot, "title", j.error || j.stage || "", function (v) { c.stage.title = v; });
+    put(slot, "rate", mbps(j.rate), function (v) { c.rate.textContent = v; });
+    put(slot, "source", j.source || "-", function (v) { c.source.textContent = v; });
+    put(slot, "target", j.target || "-", function (v) { c.target.textContent = v; });
+    put(slot, "duration", hms(duration(j)), function (v) { c.duration.textContent = v; });
+    put(slot, "started", clock(j.started), function (v) { c.started.textContent = v; });
+  }
+
+  function sortedIds() {
+    var key = state.sortKey, dir = state.sortDir, get = SORTERS[key];
+    var list = [];
+    state.jobs.forEach(function (j) { if (!j.gone && matches(j)) { list.push({ k: get(j), id: j.id }); } });
+    list.sort(function (a, b) {
+      if (a.k < b.k) { return -dir; } if (a.k > b.k) { return dir; }
+      return a.id < b.id ? -1 : 1;
+    });
+    return list.map(function (e) { return e.id; });
   }
 
   function renderTable() {
-    var key = state.sortKey, dir = state.sortDir, get = SORTERS[key];
-    var list = [];
-    state.jobs.forEach(function (j) { if (!j.gone && matches(j)) { list.push(j); } });
-    list.sort(function (a, b) {
-      var x = get(a), y = get(b);
-      if (x < y) { return -dir; } if (x > y) { return dir; }
-      return a.id < b.id ? -1 : 1;
-    });
-    var body = $("jobs-body");
-    var order = list.map(function (j) { return j.id; });
-    list.forEach(function (j) { fillRow(state.rows.get(j.id) || makeRow(j), j); });
-    if (order.join() !== state.order.join()) {
-      var frag = document.createDocumentFragment();
-      order.forEach(function (id) { frag.appendChild(state.rows.get(id).tr); });
-      body.replaceChildren(frag);
-      state.order = order;
+    if (state.tableDirty) {
+      view.ids = sortedIds();
+      var n = view.ids.length;
+      setText("jobs-count", n === state.jobs.size ? "(" + n + ")" : "(" + n + " of " + state.jobs.size + ")");
+    } else if (!state.windowDirty) {
+      return;
     }
-    setText("jobs-count", list.length === state.jobs.size ? "(" + list.length + ")" : "(" + list.length + " of " + state.jobs.size + ")");
-    document.querySelectorAll("th[data-sort]").forEach(function (th) {
-      if (th.dataset.sort === key) { th.dataset.dir = String(dir); } else { delete th.dataset.dir; }
-    });
+    var rowH = view.rowHeight, ids = view.ids;
+    var perScreen = Math.ceil(view.height / rowH);
+    // Clamped so a list that just shrank (filter) never leaves an empty window under a tall spacer.
+    var first = Math.max(0, Math.min(Math.floor(view.scrollTop / rowH), ids.length - perScreen) - ROW_OVERSCAN);
+    var count = Math.max(0, Math.min(ids.length - first, perScreen + 2 * ROW_OVERSCAN));
+    while (view.slots.length < count) { view.slots.push(makeSlot()); }
+    for (var i = 0; i < count; i++) { fillSlot(view.slots[i], state.jobs.get(ids[first + i])); }
+    var body = $("jobs-body");
+    while (view.mounted < count) { body.appendChild(view.slots[view.mounted++].tr); }
+    while (view.mounted > count) {
+      var spare = view.slots[--view.mounted];
+      spare.tr.remove();
+      spare.id = null;
+    }
+    stats.rowsInDom = count;
+    setHeight("jobs-pad-top", first * rowH);
+    setHeight("jobs-pad-bottom", Math.max(0, ids.length - first - count) * rowH);
+    state.tableDirty = false;
+    state.windowDirty = false;
+  }
+
+  var shownHeight = {};
+  function setHeight(id, px) {
+    var v = Math.round(px) + "px";
+    if (shownHeight[id] !== v) { shownHeight[id] = v; $(id).style.height = v; }
   }
 
   function updateDurations() {
-    state.rows.forEach(function (row, id) {
-      var j = state.jobs.get(id);
-      if (j && j.status === "running") { row.cells.duration.textContent = hms(duration(j)); }
+    view.slots.slice(0, view.mounted).forEach(function (slot) {
+      var j = slot.id && state.jobs.get(slot.id);
+      if (j && j.status === "running") {
+        put(slot, "duration", hms(duration(j)), function (v) { slot.cells.duration.textContent = v; });
+      }
     });
   }
+
+  function markSort() {
+    document.querySelectorAll("th[data-sort]").forEach(function (th) {
+      if (th.dataset.sort === state.sortKey) { th.dataset.dir = String(state.sortDir); } else { delete th.dataset.dir; }
+    });
+  }
+  markSort();
+
+  function refilter() { state.tableDirty = true; scheduleRender(); }
 
   document.querySelectorAll("th[data-sort]").forEach(function (th) {
     th.addEventListener("click", function () {
       var k = th.dataset.sort;
       state.sortDir = state.sortKey === k ? -state.sortDir : (k === "name" || k === "stage" ? 1 : -1);
       state.sortKey = k;
-      renderTable();
+      markSort();
+      refilter();
     });
   });
-  $("filter").addEventListener("input", function (e) { state.filter = e.target.value.trim().toLowerCase(); renderTable(); });
-  $("status-filter").addEventListener("change", function (e) { state.status = e.target.value; renderTable(); });
+  $("filter").addEventListener("input", function (e) { state.filter = e.target.value.trim().toLowerCase(); refilter(); });
+  $("status-filter").addEventListener("change", function (e) { state.status = e.target.value; refilter(); });
 
   // -- detail ----------------------------------------------------------------------------------
 
   var detailTimer = null;
   function openDetail(id) {
     state.selected = id;
-    state.rows.forEach(function (row, rid) { row.tr.classList.toggle("selected", rid === id); });
+    state.windowDirty = true;
+    scheduleRender();
     $("detail").hidden = false;
     loadDetail(id, false);
   }
   $("detail-close").addEventListener("click", function () {
     state.selected = null;
     $("detail").hidden = true;
-    state.rows.forEach(function (row) { row.tr.classList.remove("selected"); });
+    state.windowDirty = true;
+    scheduleRender();
   });
 
   function loadDetail(id, soon) {
@@ -409,7 +498,7 @@
     Chart.defaults.maintainAspectRatio = false;
     var line = function (label, color, axis) {
       return { label: label, data: [], borderColor: color, backgroundColor: color, pointRadius: 0, borderWidth: 2,
-        tension: 0.2, yAxisID: axis || "y" };
+        tension: 0, normalized: true, yAxisID: axis || "y" };
     };
     return {
       status: new Chart($("chart-status"), {
@@ -442,35 +531,77 @@
     };
   }
 
+  // Charts change only when their data does: the time series gains one point per tick (pushed onto
+  // the arrays Chart.js already holds, the oldest dropped), the doughnut and the host bars are
+  // redrawn only when their counts differ. update("none"): no animation work.
+  var SERIES_KEYS = ["active", "completed", "failed", "queued"];
+  var shownCharts = { status: "", hosts: "" };
+
+  function seriesValues(p) {
+    return [p.active, p.completed, p.failed, p.queued, p.cpu, p.rss ? p.rss / 1048576 : null];
+  }
+
   function renderCharts() {
-    if (!charts) { charts = makeCharts(); if (!charts) { return; } }
+    if (!charts) { charts = makeCharts(); if (!charts) { return; } state.seriesReset = true; }
     var m = state.metrics;
-    charts.status.data.datasets[0].data = [m.active || 0, m.completed || 0, m.failed || 0, m.queued || 0];
-    charts.status.update("none");
-    var labels = state.series.map(function (p) { return clock(p.ts); });
-    var tl = charts.timeline.data;
-    tl.labels = labels;
-    ["active", "completed", "failed", "queued"].forEach(function (k, i) {
-      tl.datasets[i].data = state.series.map(function (p) { return p[k]; });
-    });
-    charts.timeline.update("none");
-    var bySource = {}, byTarget = {};
-    state.jobs.forEach(function (j) {
-      var s = "src: " + (j.source || "?"), t = "tgt: " + (j.target || "?");
-      bySource[s] = (bySource[s] || 0) + 1;
-      byTarget[t] = (byTarget[t] || 0) + 1;
-    });
-    var hostLabels = Object.keys(bySource).sort().concat(Object.keys(byTarget).sort());
-    var hd = charts.hosts.data;
-    hd.labels = hostLabels;
-    hd.datasets[0].data = hostLabels.map(function (k) { return bySource[k] || 0; });
-    hd.datasets[1].data = hostLabels.map(function (k) { return byTarget[k] || 0; });
-    charts.hosts.update("none");
-    var cd = charts.controller.data;
-    cd.labels = labels;
-    cd.datasets[0].data = state.series.map(function (p) { return p.cpu; });
-    cd.datasets[1].data = state.series.map(function (p) { return p.rss ? p.rss / 1048576 : null; });
-    charts.controller.update("none");
+    var status = [m.active || 0, m.completed || 0, m.failed || 0, m.queued || 0];
+    if (status.join() !== shownCharts.status) {
+      shownCharts.status = status.join();
+      charts.status.data.datasets[0].data = status;
+      charts.status.update("none");
+    }
+    var tl = charts.timeline.data, cd = charts.controller.data;
+    var sets = tl.datasets.concat(cd.datasets);
+    if (state.seriesReset) {
+      state.seriesReset = false;
+      state.newPoints = 0;
+      var labels = state.series.map(function (p) { return clock(p.ts); });
+      tl.labels = labels;
+      cd.labels = labels.slice();
+      sets.forEach(function (ds) { ds.data = []; });
+      state.series.forEach(function (p) {
+        seriesValues(p).forEach(function (v, i) { sets[i].data.push(v); });
+      });
+      charts.timeline.update("none");
+      charts.controller.update("none");
+    } else if (state.newPoints) {
+      state.series.slice(-Math.min(state.newPoints, MAX_POINTS)).forEach(function (p) {
+        var label = clock(p.ts);
+        tl.labels.push(label);
+        cd.labels.push(label);
+        seriesValues(p).forEach(function (v, i) { sets[i].data.push(v); });
+      });
+      state.newPoints = 0;
+      while (tl.labels.length > MAX_POINTS) {
+        tl.labels.shift();
+        cd.labels.shift();
+        sets.forEach(function (ds) { ds.data.shift(); });
+      }
+      charts.timeline.update("none");
+      charts.controller.update("none");
+    }
+    if (state.hostsDirty) {
+      state.hostsDirty = false;
+      var bySource = {}, byTarget = {};
+      state.jobs.forEach(function (j) {
+        if (j.gone) { return; }
+        var s = "src: " + (j.source || "?"), t = "tgt: " + (j.target || "?");
+        bySource[s] = (bySource[s] || 0) + 1;
+        byTarget[t] = (byTarget[t] || 0) + 1;
+      });
+      var hostLabels = Object.keys(bySource).sort().concat(Object.keys(byTarget).sort());
+      var srcCounts = hostLabels.map(function (k) { return bySource[k] || 0; });
+      var tgtCounts = hostLabels.map(function (k) { return byTarget[k] || 0; });
+      var key = JSON.stringify([hostLabels, srcCounts, tgtCounts]);
+      if (key !== shownCharts.hosts) {
+        shownCharts.hosts = key;
+        var hd = charts.hosts.data;
+        hd.labels = hostLabels;
+        hd.datasets[0].data = srcCounts;
+        hd.datasets[1].data = tgtCounts;
+        charts.hosts.update("none");
+      }
+    }
   }
 
   // Hooks for the browser tests and the benchmark (read-only views and the message entry point).

@@ -3,6 +3,7 @@ on a free port and Debian's headless Chromium driven by Playwright (no downloade
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,7 +19,8 @@ TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 REPO = os.path.dirname(TESTS)
 OUTPUT = os.path.join(TESTS, "output", "web")
 CHROMIUM = os.environ.get("V2KVM_CHROMIUM", "/usr/bin/chromium")
-TOKEN = "test-token-0123456789"  # noqa: S105 - a test token
+# Made per run: a fixed string here would read as a leaked credential to scanners.
+TOKEN = secrets.token_hex(16)
 
 
 def free_port():

@@ -74,9 +74,11 @@ def test_http_publisher_batches_backs_off_and_keeps_events_until_sent():
     clock = Clock()
     calls, outcomes = [], []
 
-    def opener(request, timeout, context):
-        calls.append(json.loads(request.data))
-        assert request.headers["Authorization"] == "Bearer t0k"
+    def opener(url, data, headers, method, timeout, **options):
+        calls.append(json.loads(data))
+        assert url == "http://dash:8765/api/ingest" and method == "POST"
+        assert headers["Authorization"] == "Bearer t0k"
+        assert options["validate_certs"] is True
         outcome = outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
@@ -96,8 +98,8 @@ def test_http_publisher_batches_backs_off_and_keeps_events_until_sent():
 
 
 def test_http_publisher_stops_on_a_refused_token_and_needs_one():
-    def opener(request, timeout, context):
-        raise urllib.error.HTTPError(request.full_url, 401, "Unauthorized", {}, io.BytesIO(b'{"error":"token"}'))
+    def opener(url, data, headers, method, timeout, **options):
+        raise urllib.error.HTTPError(url, 401, "Unauthorized", {}, io.BytesIO(b'{"error":"token"}'))
 
     pub = HttpPublisher("http://dash:8765", "bad", opener=opener)
     pub.publish({"type": "run_start"})
