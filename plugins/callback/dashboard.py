@@ -117,6 +117,16 @@ from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view impo
 
 PROGRESS_KEY = "v2kvm_progress"
 _CI_VARS = ("CI", "JOB_ID", "BUILD_ID", "TF_BUILD")
+# One encoder for every event: json.dumps() with non-default arguments builds a new encoder per call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_FLUSH_EVERY = 1.0  # seconds: the event log is buffered, and flushed at least this often while events come
+
+
+def _raw_result(result):
+    """The result dict as the worker sent it. ``result._result`` makes (and caches) a deep native copy
+    for each callback that asks; the few top-level keys read here do not need it."""
+    raw = getattr(result, "_return_data", None)
+    return raw if isinstance(raw, dict) else result._result
 
 
 def plain_output_wanted(environ=None, stream=None) -> bool:
@@ -133,6 +143,10 @@ def plain_output_wanted(environ=None, stream=None) -> bool:
         return not stream.isatty()
     except (AttributeError, ValueError):
         return True
+
+
+def _text_or_none(value):
+    return None if value is None else str(value)
 
 
 def _task_label(task):
@@ -155,6 +169,7 @@ class CallbackModule(CallbackBase):
         self._stream = stream
         self._view = None
         self._events_fh = None
+        self._events_flushed = 0.0
         self._lock = threading.RLock()
         self._started = False
         self._finished = False
@@ -209,21 +224,38 @@ class CallbackModule(CallbackBase):
         with self._lock:
             self.board.apply(event)
             if self._events_fh is not None:
-                self._events_fh.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+                self._events_fh.write(_encode(event) + "\n")
+                now = time.monotonic()
+                if now - self._events_flushed >= _FLUSH_EVERY:
+                    self._events_fh.flush()
+                    self._events_flushed = now
             if self._view is not None:
                 self._view.on_event(event)
 
+    def _tick(self):
+        """An Ansible event that changes nothing on the board: draw a frame left pending by the rate limit."""
+        with self._lock:
+            if self._view is not None:
+                self._view.tick()
+
     def _task_event(self, result, status):
-        res = result._result
+        res = _raw_result(result)
         task = result._task
         event = {"type": "task_end", "host": result._host.get_name(), "task": _task_label(task),
                  "task_uuid": task._uuid, "status": status}
         if status in ("failed", "unreachable"):
             event["msg"] = str(res.get("msg") or res.get("reason") or res.get("stderr") or "")[:2000]
-        spec = res.get("spec") or (res.get("ansible_facts") or {}).get("migrate_vm_spec")
+        facts = res.get("ansible_facts")
+        facts = facts if isinstance(facts, dict) else {}
+        spec = res.get("spec") or facts.get("migrate_vm_spec")
         if isinstance(spec, dict):
-            event["spec_name"] = spec.get("name")
-            event["source_type"] = (spec.get("source") or {}).get("type")
+            event["spec_name"] = _text_or_none(spec.get("name"))
+            source = spec.get("source")
+            event["source_type"] = _text_or_none(source.get("type")) if isinstance(source, dict) else None
+        if facts.get("migrate_vm_phase"):
+            # The role marks each phase (source, place, convert, define, validate): a failed VM then
+            # shows where it failed, not the name of the rescue task that reported it.
+            event["phase"] = str(facts["migrate_vm_phase"])
         self.emit(event)
 
     # -- callback methods -----------------------------------------------------------------------
@@ -242,21 +274,29 @@ class CallbackModule(CallbackBase):
             self._display.vvvv("dashboard: could not list the play's hosts: %s" % exc)
         self.emit({"type": "play_start", "play": play.get_name(), "hosts": hosts})
 
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._tick()
+
+    def v2_playbook_on_handler_task_start(self, task):
+        self._tick()
+
     def v2_runner_on_start(self, host, task):
         self.emit({"type": "task_start", "host": host.get_name(), "task": _task_label(task), "task_uuid": task._uuid})
 
     def v2_runner_on_async_poll(self, result):
-        sample = result._result.get(PROGRESS_KEY)
+        res = _raw_result(result)
+        sample = res.get(PROGRESS_KEY)
         if not isinstance(sample, dict):
+            self._tick()  # an ordinary async task polled: still a moment to draw a pending frame
             return
         event = {"type": "progress", "host": result._host.get_name(), "task": _task_label(result._task),
-                 "task_uuid": result._task._uuid, "item": result._result.get("_ansible_item_label")}
+                 "task_uuid": result._task._uuid, "item": res.get("_ansible_item_label")}
         event.update({key: sample.get(key) for key in ("stage", "done", "total", "rate", "eta", "source")})
         event["sample_ts"] = sample.get("ts")
         self.emit(event)
 
     def v2_runner_on_ok(self, result):
-        self._task_event(result, "changed" if result._result.get("changed") else "ok")
+        self._task_event(result, "changed" if _raw_result(result).get("changed") else "ok")
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._task_event(result, "ignored" if ignore_errors else "failed")

@@ -9,6 +9,7 @@ touches the terminal while Ansible forks). All user text goes in through ``Text(
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import threading
@@ -20,11 +21,56 @@ from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events im
 ICONS = {PENDING: "…", RUNNING: "▶", SUCCEEDED: "✔", FAILED: "✖"}
 THEMES = {
     "dark": {"header": "bold white on dark_blue", "footer": "black on grey70", "ok": "green", "bad": "bold red",
-             "run": "cyan", "dim": "grey62", "bar": "cyan", "bar_done": "green", "border": "blue"},
+             "run": "cyan", "dim": "grey62", "bar": "cyan", "bar_done": "green", "border": "blue",
+             "bar_back": "grey23"},
     "light": {"header": "bold black on light_sky_blue1", "footer": "white on grey35", "ok": "dark_green",
               "bad": "red3", "run": "blue", "dim": "grey35", "bar": "blue", "bar_done": "dark_green",
-              "border": "grey50"},
+              "border": "grey50", "bar_back": "grey82"},
 }
+
+
+_BAR_WIDTH = 20
+# (title, width or 0 for a share of what is left, right-aligned)
+_COLUMNS = (("VM", 0, False), ("src", 5, False), ("", 1, False), ("stage", 0, False),
+            ("progress", _BAR_WIDTH + 7, False), ("MB/s", 10, True), ("elapsed", 8, True), ("ETA", 8, True),
+            ("error", 0, False))
+_FIXED_WIDTH = sum(width for _name, width, _right in _COLUMNS)
+_UNPRINTABLE = dict.fromkeys(range(32), " ")
+
+
+def _fit(value: str, width: int, right: bool = False) -> str:
+    """Exactly ``width`` cells: control characters blanked, cut with an ellipsis, padded."""
+    value = value.translate(_UNPRINTABLE)
+    if not value.isascii():
+        from rich.cells import cell_len, set_cell_size
+
+        if cell_len(value) > width:
+            return set_cell_size(value, max(0, width - 1)) + "…" if width else ""
+        return set_cell_size(value, width) if not right else " " * (width - cell_len(value)) + value
+    if len(value) > width:
+        return value[:max(0, width - 1)] + "…" if width else ""
+    return value.rjust(width) if right else value.ljust(width)
+
+
+def _vm_widths(inner: int, labels, stages) -> dict:
+    """Column widths: the VM and stage columns take what their longest shown text needs (task names are
+    the stage most of the time, and read badly cut), within a share each; the error gets the rest."""
+    flexible = max(24, inner - _FIXED_WIDTH - (len(_COLUMNS) - 1))
+    vm = min(max([6] + [len(label) for label in labels]), flexible * 3 // 10)
+    stage = min(max([12] + [len(stage or "") for stage in stages]), (flexible - vm) * 6 // 10)
+    widths = {"VM": vm, "stage": stage, "error": flexible - vm - stage}
+    widths.update((name, width) for name, width, _right in _COLUMNS if width)
+    return widths
+
+
+def _append_bar(text, done, total, width, style):
+    """The bar Rich's ProgressBar draws (same glyphs), appended as two spans instead of a renderable."""
+    halves = int(width * 2 * max(0, min(done, total)) / total)
+    full, half = divmod(halves, 2)
+    text.append("━" * full + ("╸" if half else ""), style=style["bar_done"] if done >= total else style["bar"])
+    remaining = width - full - half
+    if remaining:
+        text.append(("╺" + "━" * (remaining - 1)) if full and not half else "━" * remaining, style=style["bar_back"])
 
 
 def _pct(vm) -> str:
@@ -126,6 +172,7 @@ class TerminalView:
         self.renders = 0
         self._last_render = 0.0
         self._dirty_keys = False
+        self.pending = False  # the board changed since the last frame
         self.quitting = False
         width, height = size if size else (None, None)
         self.console = Console(file=stream, markup=False, highlight=False, emoji=False, width=width, height=height,
@@ -192,9 +239,20 @@ class TerminalView:
     # -- drawing ---------------------------------------------------------------------------------
 
     def on_event(self, event):
+        """Draw now if the last frame is at least ``refresh_interval`` old, else leave the frame pending:
+        the next event draws it (see docs/dashboard.md for the bound this gives)."""
+        self.pending = True
         now = self.clock()
         urgent = event.get("type") in ("play_start", "run_end") or self._dirty_keys
         if urgent or now - self._last_render >= self.refresh_interval:
+            self.draw(now)
+
+    def tick(self):
+        """An event that changes nothing: draw a pending frame (or a key's effect) once it is due."""
+        if not (self.pending or self._dirty_keys):
+            return
+        now = self.clock()
+        if self._dirty_keys or now - self._last_render >= self.refresh_interval:
             self.draw(now)
 
     def draw(self, now=None):
@@ -203,6 +261,7 @@ class TerminalView:
             self.live.start()
             self._live_started = True
         self._dirty_keys = False
+        self.pending = False
         self.live.update(self.render(now), refresh=True)
         self._last_render = now
         self.renders += 1
@@ -216,39 +275,23 @@ class TerminalView:
     def render(self, now: float, final: bool = False):
         from rich.console import Group
         from rich.panel import Panel
-        from rich.table import Table
         from rich.text import Text
 
         style = THEMES[self.theme]
         height = self.console.size.height
         width = self.console.size.width
+        inner = max(20, width - 4)  # a panel's borders and its one-cell padding on each side
         header = Text(" v2kvm.migrate dashboard  %s  %s " % (
             self.board.playbook or "", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))), style=style["header"])
         header.truncate(width, overflow="ellipsis", pad=True)
 
-        metrics = self.board.metrics(now)
-        rate = metrics["success_rate"]
-        err = metrics["error_rate"]
-        grid = Table.grid(expand=True, padding=(0, 2))
-        for _column in range(5):
-            grid.add_column()
-        grid.add_row(Text("active %d" % metrics["active"], style=style["run"]),
-                     Text("total %d" % metrics["total"]),
-                     Text("succeeded %d" % metrics["succeeded"], style=style["ok"]),
-                     Text("failed %d" % metrics["failed"], style=style["bad"] if metrics["failed"] else style["dim"]),
-                     Text("success rate %s" % ("-" if rate is None else "%.1f%%" % (100 * rate))))
-        grid.add_row(Text("avg throughput %s" % mb_per_s(metrics["average_throughput"])),
-                     Text("data %s" % human_bytes(metrics["data_processed"])),
-                     Text("avg duration %s" % human_seconds(metrics["average_duration"])),
-                     Text("error rate %s" % ("-" if err is None else "%.1f%%" % (100 * err))),
-                     Text("elapsed %s" % human_seconds(metrics["elapsed"])))
-        metrics_panel = Panel(grid, title="metrics", border_style=style["border"], height=4)
-
+        metrics_panel = Panel(self._metrics_text(now, inner, style), title="metrics", border_style=style["border"],
+                              height=4)
         budget = max(6, height - 1 - 1 - 4)  # header, footer, metrics
         vm_share = 0.7 if self.focus == "migrations" else 0.3
         vm_height = max(4, int(budget * vm_share))
         log_height = max(3, budget - vm_height)
-        vm_panel = Panel(self._vm_table(now, vm_height - 3, style), title="migrations", height=vm_height,
+        vm_panel = Panel(self._vm_text(now, vm_height - 3, inner, style), title="migrations", height=vm_height,
                          border_style=style["run"] if self.focus == "migrations" else style["border"])
         log_panel = Panel(self._log_text(log_height - 2, style), title="events", height=log_height,
                           border_style=style["run"] if self.focus == "log" else style["border"])
@@ -259,65 +302,84 @@ class TerminalView:
         footer.truncate(width, overflow="ellipsis", pad=True)
         return Group(header, vm_panel, metrics_panel, log_panel, footer)
 
-    def _vm_table(self, now, rows, style):
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
+    def _metrics_text(self, now, inner, style):
         from rich.text import Text
 
-        table = Table(expand=True, box=None, padding=(0, 1), show_edge=False)
-        table.add_column("VM", no_wrap=True, ratio=3)
-        table.add_column("src", no_wrap=True, width=5)
-        table.add_column("", width=1, no_wrap=True)
-        table.add_column("stage", no_wrap=True, ratio=3)
-        table.add_column("progress", no_wrap=True, width=28)
-        table.add_column("MB/s", no_wrap=True, justify="right", width=10)
-        table.add_column("elapsed", no_wrap=True, justify="right", width=8)
-        table.add_column("ETA", no_wrap=True, justify="right", width=8)
-        table.add_column("error", no_wrap=True, ratio=4)
+        metrics = self.board.metrics(now)
+        rate = metrics["success_rate"]
+        err = metrics["error_rate"]
+        cell = max(1, (inner - 2 * 4) // 5)
+        rows = (
+            (("active %d" % metrics["active"], style["run"]), ("total %d" % metrics["total"], ""),
+             ("succeeded %d" % metrics["succeeded"], style["ok"]),
+             ("failed %d" % metrics["failed"], style["bad"] if metrics["failed"] else style["dim"]),
+             ("success rate %s" % ("-" if rate is None else "%.1f%%" % (100 * rate)), "")),
+            (("avg throughput %s" % mb_per_s(metrics["average_throughput"]), ""),
+             ("data %s" % human_bytes(metrics["data_processed"]), ""),
+             ("avg duration %s" % human_seconds(metrics["average_duration"]), ""),
+             ("error rate %s" % ("-" if err is None else "%.1f%%" % (100 * err)), ""),
+             ("elapsed %s" % human_seconds(metrics["elapsed"]), "")),
+        )
+        text = Text(no_wrap=True, overflow="crop")
+        for index, row in enumerate(rows):
+            if index:
+                text.append("\n")
+            for column, (value, cell_style) in enumerate(row):
+                if column:
+                    text.append("  ")
+                text.append(_fit(value, cell), style=cell_style)
+        return text
 
-        vms = list(self.board.vms.values())
-        running = sorted((vm for vm in vms if vm.status == RUNNING), key=lambda vm: vm.started or 0)
-        failed = sorted((vm for vm in vms if vm.status == FAILED), key=lambda vm: -(vm.finished or 0))
-        succeeded = [vm for vm in vms if vm.status == SUCCEEDED]
-        pending = [vm for vm in vms if vm.status == PENDING]
+    def _vm_text(self, now, rows, inner, style):
+        """The migrations table as plain lines of fixed-width cells: a Rich Table (with a nested grid per
+        progress bar) costs ~20x more to lay out, and 1000 VMs must draw within the frame budget."""
+        from rich.text import Text
+
+        running, failed, succeeded, pending = [], [], [], []
+        by_status = {RUNNING: running, FAILED: failed, SUCCEEDED: succeeded, PENDING: pending}
+        for vm in self.board.vms.values():
+            by_status.get(vm.status, pending).append(vm)
+        running.sort(key=lambda vm: vm.started or 0)
+        failed.sort(key=lambda vm: -(vm.finished or 0))
         rows = max(1, rows - 1)  # keep one line for the collapsed counts
-        shown = running[:rows]
-        shown += failed[:max(0, rows - len(shown))]
-        if len(vms) <= rows:  # small runs show everyone
+        if len(self.board.vms) <= rows:  # small runs show everyone
             shown = running + failed + sorted(succeeded, key=lambda vm: vm.finished or 0) + pending
-        for vm in shown:
-            icon_style = {RUNNING: style["run"], FAILED: style["bad"], SUCCEEDED: style["ok"]}.get(
-                vm.status, style["dim"])
-            progress = Text("")
+        else:
+            shown = running[:rows]
+            shown += failed[:max(0, rows - len(shown))]
+        labels = [vm.host if vm.name in ("", vm.host) else "%s (%s)" % (vm.host, vm.name) for vm in shown]
+        widths = _vm_widths(inner, labels, [vm.stage for vm in shown])
+        text = Text(no_wrap=True, overflow="crop")
+        text.append(" ".join(_fit(name, widths[name], right) for name, _width, right in _COLUMNS), style="bold")
+        icon_styles = {RUNNING: style["run"], FAILED: style["bad"], SUCCEEDED: style["ok"]}
+        for vm, label in zip(shown, labels):
+            active = vm.status == RUNNING
+            text.append("\n")
+            text.append(_fit(label, widths["VM"]))
+            text.append(" " + _fit(vm.source_type or "-", widths["src"]) + " ")
+            text.append(ICONS.get(vm.status, "?"), style=icon_styles.get(vm.status, style["dim"]))
+            text.append(" " + _fit(vm.stage or "-", widths["stage"]) + " ")
             if vm.total:
-                progress = Table.grid(padding=(0, 1))
-                progress.add_column(width=20)
-                progress.add_column(width=6)
-                progress.add_row(ProgressBar(total=vm.total, completed=vm.done, width=20,
-                                             complete_style=style["bar"], finished_style=style["bar_done"]),
-                                 Text(_pct(vm)))
-            label = vm.host if vm.name in ("", vm.host) else "%s (%s)" % (vm.host, vm.name)
-            table.add_row(Text(label), Text(vm.source_type or "-"), Text(ICONS.get(vm.status, "?"), style=icon_style),
-                          Text(vm.stage or "-"), progress, Text(mb_per_s(vm.rate) if vm.status == RUNNING else "-"),
-                          Text(human_seconds(vm.elapsed(now))),
-                          Text(human_seconds(vm.eta) if vm.status == RUNNING else "-"),
-                          Text(vm.error.splitlines()[0] if vm.error else "", style=style["bad"]))
-        hidden_running = len(running) - sum(1 for vm in shown if vm.status == RUNNING)
-        hidden_failed = len(failed) - sum(1 for vm in shown if vm.status == FAILED)
-        hidden_ok = len(succeeded) - sum(1 for vm in shown if vm.status == SUCCEEDED)
-        hidden_pending = len(pending) - sum(1 for vm in shown if vm.status == PENDING)
-        if hidden_running or hidden_failed or hidden_ok or hidden_pending:
-            parts = []
-            if hidden_ok:
-                parts.append("%s %d succeeded" % (ICONS[SUCCEEDED], hidden_ok))
-            if hidden_failed:
-                parts.append("%s %d more failed" % (ICONS[FAILED], hidden_failed))
-            if hidden_running:
-                parts.append("%s %d more running" % (ICONS[RUNNING], hidden_running))
-            if hidden_pending:
-                parts.append("%s %d pending" % (ICONS[PENDING], hidden_pending))
-            table.add_row(Text("  ".join(parts), style=style["dim"]), *([Text("")] * 8))
-        return table
+                _append_bar(text, vm.done, vm.total, _BAR_WIDTH, style)
+                text.append(" " + _pct(vm).rjust(6))
+            else:
+                text.append(" " * widths["progress"])
+            text.append(" " + _fit(mb_per_s(vm.rate) if active else "-", widths["MB/s"], True))
+            text.append(" " + _fit(human_seconds(vm.elapsed(now)), widths["elapsed"], True))
+            text.append(" " + _fit(human_seconds(vm.eta) if active else "-", widths["ETA"], True) + " ")
+            if vm.error:
+                text.append(_fit(vm.error.splitlines()[0] if vm.error.strip() else "", widths["error"]),
+                            style=style["bad"])
+        counts = collections.Counter(vm.status for vm in shown)
+        hidden = ((SUCCEEDED, len(succeeded) - counts[SUCCEEDED], "%s %d succeeded"),
+                  (FAILED, len(failed) - counts[FAILED], "%s %d more failed"),
+                  (RUNNING, len(running) - counts[RUNNING], "%s %d more running"),
+                  (PENDING, len(pending) - counts[PENDING], "%s %d pending"))
+        parts = [template % (ICONS[status], count) for status, count, template in hidden if count]
+        if parts:
+            text.append("\n")
+            text.append(_fit("  ".join(parts), inner), style=style["dim"])
+        return text
 
     def _log_text(self, lines, style):
         from rich.text import Text

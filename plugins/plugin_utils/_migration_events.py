@@ -13,7 +13,7 @@ Event types:
 - ``task_start`` {host, task, task_uuid}
 - ``progress`` {host, task, task_uuid, item, stage, done, total, rate, eta, source}
 - ``task_end`` {host, task, task_uuid, item, status: ok|changed|failed|skipped|unreachable|ignored,
-  msg, spec_name, source_type}
+  msg, spec_name, source_type, phase}  (``phase``: the role's ``migrate_vm_phase`` when a task set it)
 - ``vm_end`` {host, verdict: succeeded|failed, msg}
 - ``run_end`` {}
 
@@ -49,6 +49,7 @@ class VmState:
     name: str = ""
     source_type: str = ""
     status: str = PENDING
+    phase: str = ""
     task: str = ""
     stage: str = ""
     done: int = 0
@@ -166,6 +167,8 @@ class MigrationBoard:
             vm.name = event["spec_name"]
         if event.get("source_type"):
             vm.source_type = event["source_type"]
+        if event.get("phase"):
+            vm.phase = event["phase"]
         for key, transfer in self.transfers.items():
             if key[0] == event.get("task_uuid") and key[1] == event["host"] and not transfer.finished:
                 transfer.finished = True
@@ -188,7 +191,11 @@ class MigrationBoard:
             vm.started = ts
         vm.finished = ts
         vm.rate, vm.eta = 0.0, None
-        vm.stage = "done" if vm.status == SUCCEEDED else "failed: %s" % vm.stage
+        if vm.status == SUCCEEDED:
+            vm.stage = "done"
+        else:
+            # The last task of a failed role run is its rescue's report: the phase says more.
+            vm.stage = "failed in %s" % vm.phase if vm.phase else "failed: %s" % vm.stage
         if vm.status == FAILED and event.get("msg"):
             vm.error = str(event["msg"])[:500]
         self._note(ts, event["host"], "%s %s" % (vm.name, vm.status))

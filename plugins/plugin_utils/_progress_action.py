@@ -62,7 +62,11 @@ class ProgressTail:
 
     def feed(self, text: str) -> list[dict]:
         samples = []
-        data = text.encode("utf-8", "surrogateescape")
+        # A transport that still translated newlines (a pty where stty could not run) adds a "\\r" to
+        # every line; progress lines never hold a raw "\\r" (JSON escapes it), so dropping it restores
+        # the file's bytes. Counting it would push the offset one byte into the next line per line read,
+        # cutting the first line of every later read (and with it, at times, the final "done" sample).
+        data = text.encode("utf-8", "surrogateescape").replace(b"\r\n", b"\n")
         end = data.rfind(b"\n")
         if end < 0:
             return samples
@@ -108,9 +112,13 @@ def poll_command(job_file: str, progress_file: str, offset_1based: int) -> str:
     """Shell text reading the job file FIRST, then the new progress bytes.
 
     In that order a job seen finished guarantees the progress part holds the module's last line.
+    ``stty -onlcr`` first: the ssh connection runs commands on a pty (``-tt``) whose output processing
+    turns every "\\n" into "\\r\\n", and the byte offset must count the file's bytes, not the pty's.
+    Without a pty stty just fails, silently.
     """
-    return "head -c 512 %s 2>/dev/null; printf '\\036'; tail -c +%d %s 2>/dev/null | head -c %d" % (
-        shlex.quote(job_file), offset_1based, shlex.quote(progress_file), _MAX_READ)
+    return ("stty -onlcr 2>/dev/null; head -c 512 %s 2>/dev/null; printf '\\036'; "
+            "tail -c +%d %s 2>/dev/null | head -c %d" % (
+                shlex.quote(job_file), offset_1based, shlex.quote(progress_file), _MAX_READ))
 
 
 def split_poll_output(stdout: str) -> tuple[str, str]:
@@ -189,27 +197,31 @@ class ProgressActionBase(ActionBase):
         saved_async = self._task.async_val
         # async_wrapper reads its time limit from the task; 0 would mean "kill at the first check".
         self._task.async_val = self._time_limit(task_vars)
-        try:
-            launch = self._execute_module(module_args=args, task_vars=task_vars, wrap_async=True)
-        finally:
-            self._task.async_val = saved_async
-        jid = launch.get("ansible_job_id")
-        if not jid or launch.get("failed") or launch.get("finished"):
-            # Could not start in the background (or the connection ran it in the foreground).
-            return launch
-        job_file = self._connection._shell.join_path(async_dir, jid)
-        forwarder = ProgressForwarder(self._task, task_vars, jid, self.PROGRESS_SOURCE)
-        cancelled = None
-        with _signals_raise():
+        cancelled = not_started = None
+        with _StopSignals() as stop:
             try:
-                self._follow(job_file, progress_file, tail, forwarder, interval, jid)
-            except _Cancelled as exc:
-                # Signals stay ignored until the job is stopped: the controller sends SIGTERM right
-                # after SIGINT, and dying now would leave the conversion running on the target.
-                cancelled = exc.signum
-                self._cancel(jid, job_file, progress_file if own_file else None)
+                launch = self._execute_module(module_args=args, task_vars=task_vars, wrap_async=True)
+            finally:
+                self._task.async_val = saved_async
+            jid = launch.get("ansible_job_id")
+            if not jid or launch.get("failed") or launch.get("finished"):
+                # Could not start in the background (or the connection ran it in the foreground).
+                not_started, cancelled = launch, stop.received
+            else:
+                job_file = self._connection._shell.join_path(async_dir, jid)
+                forwarder = ProgressForwarder(self._task, task_vars, jid, self.PROGRESS_SOURCE)
+                try:
+                    stop.arm()
+                    self._follow(job_file, progress_file, tail, forwarder, interval, jid)
+                except _Cancelled as exc:
+                    # Signals stay ignored until the job is stopped: the controller sends SIGTERM right
+                    # after SIGINT, and dying now would leave the conversion running on the target.
+                    cancelled = exc.signum
+                    self._cancel(jid, job_file, progress_file if own_file else None)
         if cancelled is not None:
             _reraise_signal(cancelled)
+        if not_started is not None:
+            return not_started
         final = self._execute_module(module_name="ansible.legacy.async_status",
                                      module_args={"jid": jid, "mode": "status", "_async_dir": async_dir},
                                      task_vars=task_vars)
@@ -286,24 +298,38 @@ class ProgressActionBase(ActionBase):
                             % (jid, exc))
 
 
-class _signals_raise:
-    """While following a job, the first SIGINT/SIGTERM (the controller stopping the worker) raises
-    _Cancelled and ignores further ones, so the remote job is stopped before this worker exits; the
-    worker's own handler runs afterwards."""
+class _StopSignals:
+    """From the launch of the background job until it is stopped, the first SIGINT/SIGTERM (the controller
+    stopping this worker) no longer kills the worker at once; further ones are ignored.
+
+    While the job is being launched its id is not known yet, so the signal is only noted; ``arm()``, called
+    once the id is known, raises it as _Cancelled (and any later first signal raises at once), so the job is
+    stopped on the target before this worker exits. Without the launch window covered, Ansible's own handler
+    killed the worker's process group, but async_wrapper had already left it (it daemonizes), and the job
+    ran to its end after the run was stopped. The worker's own handler runs afterwards."""
 
     def __enter__(self):
         self._saved = {}
+        self._armed = False
+        self.received = None
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
-                self._saved[signum] = signal.signal(signum, self._raise)
+                self._saved[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread (unit tests): nothing to hook
                 pass
         return self
 
-    def _raise(self, signum, frame):
+    def _handle(self, signum, frame):
         for other in self._saved:
             signal.signal(other, signal.SIG_IGN)
-        raise _Cancelled(signum)
+        self.received = signum
+        if self._armed:
+            raise _Cancelled(signum)
+
+    def arm(self):
+        self._armed = True
+        if self.received is not None:
+            raise _Cancelled(self.received)
 
     def __exit__(self, *exc):
         for signum, handler in self._saved.items():

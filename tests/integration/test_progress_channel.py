@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -112,6 +113,7 @@ def _run(tmp_path, inventory_lines, tasks, forks=1, strategy="linear", check=Fal
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_ASYNC_DIR": _ASYNC_DIR,
         "PATH": BIN + os.pathsep + env.get("PATH", ""),
     })
     cmd = [os.path.join(BIN, "ansible-playbook"), "-i", str(inventory), str(playbook)]
@@ -157,21 +159,29 @@ def _assert_plain_result(results, host):
     for key in ("ansible_job_id", "started", "finished", "results_file"):
         assert key not in data, "async bookkeeping leaked into the result: %s" % key
     assert data["dest_format"] == "qcow2" and data["content_digest"].startswith("content-v1:")
+    # Every line of the progress file was read whole: none was cut (and skipped) by a misplaced offset.
+    assert not [w for w in data.get("warnings", []) if "not progress samples" in str(w)], data["warnings"]
 
 
 def _our_async_files():
-    async_dir = os.path.join(os.path.expanduser("~"), ".ansible_async")
+    async_dir = os.path.expanduser(_ASYNC_DIR)
     return set() if not os.path.isdir(async_dir) else {n for n in os.listdir(async_dir) if n.startswith("v2kvm-")}
 
 
 @pytest.fixture(autouse=True)
 def _async_files_before():
-    """What other runs (earlier, or concurrent on a shared machine) left is not this test's doing."""
-    global _BEFORE
+    """Each test gets its own async dir (still under ~, so the action's ~ expansion is exercised): other
+    runs on a shared machine put their job and progress files in ~/.ansible_async at any time, and one of
+    theirs appearing during a test is not this test's leftover. What was there at the start is not either."""
+    global _BEFORE, _ASYNC_DIR
+    _ASYNC_DIR = "~/.ansible_async-v2kvm-test-%s" % uuid.uuid4().hex[:12]
     _BEFORE = _our_async_files()
+    yield
+    shutil.rmtree(os.path.expanduser(_ASYNC_DIR), ignore_errors=True)
 
 
 _BEFORE = set()
+_ASYNC_DIR = "~/.ansible_async"
 
 
 def _no_leftovers():
@@ -187,6 +197,7 @@ def test_progress_arrives_while_converting_locally_with_forks_and_free_strategy(
     for host in ("vm1", "vm2"):
         _assert_live(events, host, str(dest), slow_source)
         _assert_plain_result(results, host)
+    assert os.path.isdir(os.path.expanduser(_ASYNC_DIR)), "the jobs did not run in the test's own async dir"
     assert _no_leftovers() == []
 
 
@@ -252,7 +263,7 @@ def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_
     (work / "play.yml").write_text(json.dumps([{"hosts": "vms", "gather_facts": False,
                                                 "tasks": [_convert_task(slow_source, str(dest))]}]))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
-               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+               ANSIBLE_ASYNC_DIR=_ASYNC_DIR, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(work / "inventory"),
                              str(work / "play.yml")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     part = dest / ".vm1.qcow2.part"

@@ -1,6 +1,8 @@
 """The poll protocol of the progress action: real sh reads real files, nothing is lost or repeated."""
 
 import json
+import os
+import pty
 import subprocess
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._progress_action import (
@@ -48,6 +50,50 @@ def test_a_tail_started_at_an_offset_skips_older_runs(tmp_path):
     assert [s["done"] for s in got] == [7]
 
 
+def _run_on_a_pty(command):
+    """What the ssh connection does (ssh -tt): the command's stdout is a pty, read from its master."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["sh", "-c", command], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the command ended and closed the pty
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    proc.wait()
+    return b"".join(chunks).decode()
+
+
+def test_polls_through_a_pty_lose_no_line(tmp_path):
+    """Over ssh the poll runs on a pty, which turns "\\n" into "\\r\\n" unless told not to. Counted as
+    file bytes, those "\\r" pushed the offset one byte per line into the next line, so the first line of
+    every later read was cut and skipped -- at times the final "done" sample (a flaky ssh test)."""
+    job, progress = tmp_path / "j42.1", tmp_path / "p.jsonl"
+    job.write_text(json.dumps({"started": True, "finished": False, "ansible_job_id": "j42.1"}))
+    tail = ProgressTail()
+    seen = []
+    for step in range(4):
+        with open(progress, "a") as fh:
+            fh.write(sample(2 * step) + sample(2 * step + 1, "done" if step == 3 else "convert"))
+        out = _run_on_a_pty(poll_command(str(job), str(progress), tail.next_command_offset()))
+        assert "\r\n" not in out  # stty -onlcr made the pty byte-transparent
+        seen += tail.feed(split_poll_output(out)[1])
+    assert [s["done"] for s in seen] == list(range(8)) and seen[-1]["stage"] == "done"
+    assert tail.offset == progress.stat().st_size and tail.bad_lines == 0
+
+
+def test_a_transport_that_still_adds_carriage_returns_loses_no_line():
+    tail = ProgressTail()
+    text = (sample(0) + sample(1)).replace("\n", "\r\n")
+    assert [s["done"] for s in tail.feed(text)] == [0, 1]
+    assert tail.offset == len(sample(0) + sample(1)) and tail.bad_lines == 0
+
+
 def test_job_states():
     assert job_state("", "j1") == "missing"
     assert job_state('{"started": true, "finished": false, "ansible_job_id": "j1"}', "j1") == "running"
@@ -73,3 +119,24 @@ def test_payload_is_an_async_poll_result_carrying_the_sample():
     assert data["_ansible_delegated_vars"] == {"ansible_host": "10.0.0.5"}
     fwd.send({"stage": "x"})  # outside a worker there is no queue: nothing to send, no error
     assert fwd.sent == 0
+
+
+def test_a_stop_signal_during_the_launch_is_kept_until_the_job_id_is_known():
+    """Ctrl-C while async_wrapper starts the job (its id not known yet) must not kill the worker at once:
+    async_wrapper has already left the worker's process group, and the job would run to its end."""
+    import signal
+
+    from ansible_collections.v2kvm.migrate.plugins.plugin_utils._progress_action import _Cancelled, _StopSignals
+
+    before = signal.getsignal(signal.SIGINT)
+    cancelled = None
+    with _StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while "launching"
+        assert stop.received == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)  # the controller's follow-up SIGTERM is ignored
+        try:
+            stop.arm()  # the job id is known now: the noted signal cancels the job
+        except _Cancelled as exc:
+            cancelled = exc.signum
+    assert cancelled == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is before
