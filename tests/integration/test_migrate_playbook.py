@@ -154,9 +154,10 @@ def test_two_sources_declaring_one_name_both_fail_and_nothing_is_created(libvirt
         "migrate_vm_storage_pool": pool,
         "migrate_vm_storage_pool_path": f"/var/lib/libvirt/images/{pool}",
     }, {
-        # Both OVAs declare the VM name "demo-bios": one domain and one set of volumes for two VMs.
-        "dup-a": {"migrate_vm_source_path": appliances["demo-bios"]},
-        "dup-b": {"migrate_vm_source_path": str(shutil.copy(appliances["demo-bios"], tmp_path / "copy.ova"))},
+        # Two copies of one OVA: both declare the VM name "demo-bios", so two VMs would share one domain
+        # and one set of volumes. (Copies, so no earlier migration of the cached appliance is found.)
+        "dup-a": {"migrate_vm_source_path": str(shutil.copy(appliances["demo-bios"], tmp_path / "a.ova"))},
+        "dup-b": {"migrate_vm_source_path": str(shutil.copy(appliances["demo-bios"], tmp_path / "b.ova"))},
     })
     run = run_playbook("migrate.yml", inventory)
     for host in ("dup-a", "dup-b"):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import boot_lines, read_log, ticks, wait_for
+from kvm_hosts.conftest import boot_lines, read_log, ticks, wait_for
 from rig.playbook import run_playbook
 
 pytestmark = pytest.mark.integration

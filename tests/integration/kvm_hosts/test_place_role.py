@@ -2,7 +2,7 @@
 hosts' facts, each VM takes its own slot, and the dry run stops before anything is converted."""
 
 import pytest
-from conftest import PREFIX
+from kvm_hosts.conftest import PREFIX
 from rig.playbook import run_playbook, write_inventory
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import sim_rig
-from conftest import vsphere_args
+from vsphere.conftest import vsphere_args
 from helpers import run_module, start_module
 from rig.guest_image import BOOT_OK
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import sim_rig
-from conftest import vsphere_args
+from vsphere.conftest import vsphere_args
 from helpers import COLLECTIONS, REPO, run_module
 
 pytestmark = pytest.mark.integration

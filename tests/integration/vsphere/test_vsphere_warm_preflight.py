@@ -7,7 +7,7 @@ import random
 
 import pytest
 import sim_rig
-from conftest import vsphere_args
+from vsphere.conftest import vsphere_args
 from helpers import run_module
 from pyVmomi import vim
 

@@ -88,7 +88,9 @@ def web_server(tmp_path):
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: playwright's sync API keeps an asyncio loop running in this thread until it stops,
+# and later tests (the web unit tests) need to run loops of their own.
+@pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium chromium-driver)")

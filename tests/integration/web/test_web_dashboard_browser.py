@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, TOKEN
+from web.conftest import REPO, TOKEN
 
 pytestmark = pytest.mark.integration
 
