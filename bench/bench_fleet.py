@@ -21,7 +21,7 @@ import time
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path[:0] = [os.path.join(REPO, "tests"), REPO]  # the rig imports as rig and as tests.rig
 
 from rig.appliances import build_demo_set  # noqa: E402
 from rig.libvirt_cleanup import remove_migration  # noqa: E402
