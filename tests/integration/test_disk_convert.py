@@ -11,6 +11,7 @@ import tarfile
 import time
 
 import pytest
+from rig.raw_images import write_sparse
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _convert_state as state_store
 from ansible_collections.v2kvm.migrate.plugins.module_utils._content_digest import content_digest
@@ -45,13 +46,7 @@ def start_module(tmp_path, **args):
 
 
 def make_raw(path, pattern=None, size=SIZE):
-    pattern = PATTERN if pattern is None else pattern
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-        for offset, data in pattern.items():
-            handle.seek(offset)
-            handle.write(data)
-    return str(path)
+    return write_sparse(path, size, PATTERN if pattern is None else pattern)
 
 
 def qemu_convert(src, src_fmt, dst, dst_fmt, *options):

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from rig.guest_image import BOOT_OK, TICK, make_boot_disk
+from rig.libvirt_cleanup import remove_domains
 from rig.kvm_hosts import POOL_PATH, start_hosts, stop_hosts
 
 libvirt = pytest.importorskip("libvirt")
@@ -20,8 +21,6 @@ MODULES = os.path.join(REPO, "plugins", "modules")
 BUILD = os.path.join(REPO, ".work", "test-cache", "build")
 RUN = uuid.uuid4().hex[:6]
 PREFIX = f"v2kvm-test-{RUN}"
-UNDEFINE_ALL = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
 GUEST_XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>{memory}</memory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/><bios useserial='yes'/></os>
@@ -122,15 +121,7 @@ class Guests:
         for host in self.hosts:
             conn = libvirt.open(host.uri)
             try:
-                for name in self.names:
-                    try:
-                        dom = conn.lookupByName(name)
-                    except libvirt.libvirtError:
-                        continue
-                    if dom.isActive():
-                        dom.destroy()
-                    if dom.isPersistent():
-                        dom.undefineFlags(UNDEFINE_ALL)
+                remove_domains(conn, self.names)
                 pool = conn.storagePoolLookupByName("v2kvm")
                 pool.refresh(0)
                 for vol in pool.listAllVolumes(0):

@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import pytest
+from rig.raw_images import write_sparse
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._content_digest import (
     CHUNK_SIZE, PREFIX, content_digest, file_sha256)
@@ -15,13 +16,7 @@ PATTERN = {0: b"MBR" * 100, 5 * MIB - 3: os.urandom(3 * MIB), 20 * MIB + 1: b"x"
 
 
 def make_raw(path, pattern=None, size=SIZE):
-    pattern = PATTERN if pattern is None else pattern
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-        for offset, data in pattern.items():
-            handle.seek(offset)
-            handle.write(data)
-    return str(path)
+    return write_sparse(path, size, PATTERN if pattern is None else pattern)
 
 
 def convert(src, dst, fmt, *options):

@@ -7,6 +7,7 @@ import subprocess
 import tarfile
 
 import pytest
+from rig.raw_images import write_sparse
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img
 
@@ -15,13 +16,7 @@ PATTERN = {0: b"boot sector" * 40, 3 * MIB + 17: os.urandom(70000), 9 * MIB - 5:
 
 
 def make_raw(path, size=16 * MIB, pattern=None):
-    pattern = PATTERN if pattern is None else pattern
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-        for offset, data in pattern.items():
-            handle.seek(offset)
-            handle.write(data)
-    return str(path)
+    return write_sparse(path, size, PATTERN if pattern is None else pattern)
 
 
 def qemu_convert(src, src_fmt, dst, dst_fmt, *options):
