@@ -19,6 +19,8 @@ description:
   - Writes a JSON-lines event log, a summary JSON and a JUnit XML report (one testcase per VM) when asked.
   - Works as the stdout callback (C(stdout_callback=v2kvm.migrate.dashboard)) or, enabled next to another
     stdout callback, as a notification callback that only writes reports unless O(mode=line).
+  - Every option can also be set as a play variable or an extra variable (C(-e v2kvm_dashboard_mode=line));
+    they are read when the first play starts, before anything is drawn.
   - Keys in the terminal view, read from the terminal and applied at the next redraw (at least once a
     second while a transfer runs), C(q) stop the run cleanly (like Ctrl-C), C(r) redraw now,
     C(l) focus the log, C(m) focus the migrations, C(d) toggle dark/light.
@@ -34,6 +36,8 @@ options:
     default: auto
     env:
       - name: V2KVM_DASHBOARD_MODE
+    vars:
+      - name: v2kvm_dashboard_mode
     ini:
       - section: callback_v2kvm_dashboard
         key: mode
@@ -43,6 +47,8 @@ options:
     default: 10
     env:
       - name: V2KVM_DASHBOARD_LINE_INTERVAL
+    vars:
+      - name: v2kvm_dashboard_line_interval
     ini:
       - section: callback_v2kvm_dashboard
         key: line_interval
@@ -52,6 +58,8 @@ options:
     default: 0.5
     env:
       - name: V2KVM_DASHBOARD_REFRESH_INTERVAL
+    vars:
+      - name: v2kvm_dashboard_refresh_interval
     ini:
       - section: callback_v2kvm_dashboard
         key: refresh_interval
@@ -60,6 +68,8 @@ options:
     type: path
     env:
       - name: V2KVM_DASHBOARD_EVENTS_FILE
+    vars:
+      - name: v2kvm_dashboard_events_file
     ini:
       - section: callback_v2kvm_dashboard
         key: events_file
@@ -68,6 +78,8 @@ options:
     type: path
     env:
       - name: V2KVM_DASHBOARD_SUMMARY_FILE
+    vars:
+      - name: v2kvm_dashboard_summary_file
     ini:
       - section: callback_v2kvm_dashboard
         key: summary_file
@@ -76,6 +88,8 @@ options:
     type: path
     env:
       - name: V2KVM_DASHBOARD_JUNIT_FILE
+    vars:
+      - name: v2kvm_dashboard_junit_file
     ini:
       - section: callback_v2kvm_dashboard
         key: junit_file
@@ -85,6 +99,8 @@ options:
     default: true
     env:
       - name: V2KVM_DASHBOARD_KEYS
+    vars:
+      - name: v2kvm_dashboard_keys
     ini:
       - section: callback_v2kvm_dashboard
         key: keys
@@ -95,6 +111,8 @@ options:
     default: dark
     env:
       - name: V2KVM_DASHBOARD_THEME
+    vars:
+      - name: v2kvm_dashboard_theme
     ini:
       - section: callback_v2kvm_dashboard
         key: theme
@@ -109,6 +127,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible import constants as C
+from ansible.config.manager import ensure_type
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
@@ -149,6 +168,18 @@ def _text_or_none(value):
     return None if value is None else str(value)
 
 
+def _option_vars():
+    """option name -> {var, type} for every option a play variable may set (from DOCUMENTATION)."""
+    import yaml
+
+    options = yaml.safe_load(DOCUMENTATION)["options"]
+    return {name: {"var": spec["vars"][0]["name"], "type": spec.get("type", "str")}
+            for name, spec in options.items() if spec.get("vars")}
+
+
+_OPTION_VARS = _option_vars()
+
+
 def _task_label(task):
     """The task's own name: a role prefix (v2kvm.migrate.migrate_vm : ...) only eats the stage column."""
     return task.name or task.get_name()
@@ -172,6 +203,8 @@ class CallbackModule(CallbackBase):
         self._events_flushed = 0.0
         self._lock = threading.RLock()
         self._started = False
+        self._vars_read = False
+        self._early_events = []
         self._finished = False
 
     # -- setup ----------------------------------------------------------------------------------
@@ -262,9 +295,46 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_start(self, playbook):
         self._start()
-        self.emit({"type": "run_start", "playbook": os.path.basename(getattr(playbook, "_file_name", "") or "")})
+        event = {"type": "run_start", "playbook": os.path.basename(getattr(playbook, "_file_name", "") or "")}
+        self.emit(event)
+        self._early_events = [event]
+
+    def _options_from_vars(self, play):
+        """v2kvm_dashboard_<option> from the play's vars, overridden by extra vars (-e)."""
+        try:
+            found = dict(play.get_vars() or {})
+            found.update(getattr(play.get_variable_manager(), "extra_vars", None) or {})
+        except Exception as exc:  # no variables to read: the configured options stand
+            self._display.vvvv("dashboard: could not read play variables: %s" % exc)
+            return
+        changed = False
+        for option, spec in _OPTION_VARS.items():
+            if spec["var"] in found:
+                value = ensure_type(found[spec["var"]], spec["type"])
+                changed = changed or value != self.get_option(option)
+                self.set_option(option, value)
+        if changed and self._started:
+            # Only the run_start event has happened: set the view and the event log up again.
+            self._restart()
+
+    def _restart(self):
+        if self._view is not None:
+            self._view.discard()
+            self._view = None
+        if self._events_fh is not None:
+            self._events_fh.close()
+            self._events_fh = None
+        self._started = False
+        self._start()
+        if self._events_fh is not None:
+            # The new event log must hold the whole run, run_start included.
+            for event in self._early_events:
+                self._events_fh.write(_encode(event) + "\n")
 
     def v2_playbook_on_play_start(self, play):
+        if not self._vars_read:
+            self._vars_read = True
+            self._options_from_vars(play)
         self._start()
         hosts = []
         try:

@@ -133,6 +133,10 @@ class LineView:
     def close(self):
         self.stream.flush()
 
+    def discard(self):
+        """Stop without a closing line (the callback is setting the view up again)."""
+        self.stream.flush()
+
 
 class _KeyReader(threading.Thread):
     """Reads single keys from the controlling terminal; only sets flags on the view."""
@@ -270,6 +274,12 @@ class TerminalView:
         self._stop_keys()
         if self._live_started:
             self.live.update(self.render(self.clock(), final=True), refresh=True)
+            self.live.stop()
+
+    def discard(self):
+        """Stop reading keys and drawing, without a final frame (the callback sets a new view up)."""
+        self._stop_keys()
+        if self._live_started:
             self.live.stop()
 
     def render(self, now: float, final: bool = False):
