@@ -108,7 +108,14 @@ def test_dashboard_shows_a_real_migration_d_switches_theme_q_stops_and_a_rerun_f
             time.sleep(0.2)
         screen = term.capture()
         assert "EXIT=" in screen and "EXIT=0" not in screen, screen
-        time.sleep(2)  # the stopped module removes its .part in its SIGTERM handler
+        def leftover_parts():
+            names = os.listdir(POOL_PATH) if os.path.isdir(POOL_PATH) else []
+            return [f for f in names if f.endswith(".part")]
+
+        # The stopped module removes its .part in its SIGTERM handler, right after qemu-img dies.
+        deadline = time.time() + 20
+        while leftover_parts() and time.time() < deadline:
+            time.sleep(0.2)
         leftovers = os.listdir(POOL_PATH) if os.path.isdir(POOL_PATH) else []
         assert not [f for f in leftovers if f.endswith(".part")], leftovers
         for disk in [f for f in leftovers if f.endswith(".qcow2")]:

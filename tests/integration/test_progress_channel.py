@@ -260,8 +260,10 @@ def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_
     work = tmp_path / "run"
     work.mkdir()
     (work / "inventory").write_text("[vms]\nvm1 ansible_connection=local ansible_python_interpreter=%s\n" % PYTHON)
-    (work / "play.yml").write_text(json.dumps([{"hosts": "vms", "gather_facts": False,
-                                                "tasks": [_convert_task(slow_source, str(dest))]}]))
+    task = _convert_task(slow_source, str(dest))
+    # Throttled: however fast the machine, the conversion is still running when the interrupt lands.
+    task["v2kvm.migrate.disk_convert"]["rate_limit"] = 16 * 1024 * 1024
+    (work / "play.yml").write_text(json.dumps([{"hosts": "vms", "gather_facts": False, "tasks": [task]}]))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
                ANSIBLE_ASYNC_DIR=_ASYNC_DIR, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(work / "inventory"),

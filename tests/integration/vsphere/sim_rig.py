@@ -70,7 +70,10 @@ class Simulator:
             except ProcessLookupError:
                 return
             time.sleep(0.1)
-        os.kill(self.pid, signal.SIGKILL)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended between the last check and now
+            pass
 
 
 def build_simulator() -> str:
