@@ -108,6 +108,7 @@ def test_dashboard_shows_a_real_migration_d_switches_theme_q_stops_and_a_rerun_f
             time.sleep(0.2)
         screen = term.capture()
         assert "EXIT=" in screen and "EXIT=0" not in screen, screen
+
         def leftover_parts():
             names = os.listdir(POOL_PATH) if os.path.isdir(POOL_PATH) else []
             return [f for f in names if f.endswith(".part")]
