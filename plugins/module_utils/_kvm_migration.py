@@ -202,7 +202,6 @@ def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.
     escalated = []
     downtime_set = not opts.get("max_downtime_ms")
     aborted = None
-    abort_sent = False
     stage = "live-migrate"
     while thread.is_alive():
         thread.join(poll)
@@ -233,13 +232,14 @@ def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.
             except libvirt.libvirtError:
                 pass
         timeout = opts.get("timeout")
-        if timeout and elapsed >= timeout and not abort_sent and "post-copy" not in escalated:
+        if timeout and elapsed >= timeout and "post-copy" not in escalated:
+            # Asked at every poll until the job ends: an abort accepted while the job is still being set
+            # up (or copying storage before memory) can be a no-op in QEMU, and the job would then finish.
             aborted = "timeout of %d s reached" % timeout
             try:
                 src_dom.abortJob()
-                abort_sent = True
             except libvirt.libvirtError:
-                pass  # not abortable yet (the job is still being set up): asked again at the next poll
+                pass  # not abortable at this instant: asked again at the next poll
     error = outcome.get("error")
     elapsed = clock() - started
     if error is not None:
