@@ -9,9 +9,9 @@ the migration does not converge in time, and aborts it at the time limit. libvir
 or aborted pre-copy migration back on its own: the guest keeps running on the source.
 
 Cold: shut down (force only when allowed), stream each disk volume from the source pool to the
-target pool through libvirt (sparse, so holes stay holes), define on the target, start, check the
-guest stays up, and only then undefine the source. Any failure removes what the target got and
-starts the source again if it was running.
+target pool through libvirt (sparse, so holes stay holes), define on the target, start it and judge
+its boot from the serial console read through libvirt, and only then undefine the source. Any
+failure removes what the target got and starts the source again if it was running.
 
 Plain Python over libvirt-python, free of Ansible imports.
 """
@@ -21,6 +21,10 @@ from __future__ import annotations
 import threading
 import time
 from xml.etree import ElementTree
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils._console_watch import start_and_judge
+from ansible_collections.v2kvm.migrate.plugins.module_utils._serial_verdict import (
+    DEFAULT_FAILURE_PATTERNS, DEFAULT_SUCCESS_PATTERN, compile_patterns)
 
 try:
     import libvirt
@@ -375,21 +379,11 @@ def retarget_disks(domain_xml, new_paths):
     return ElementTree.tostring(root, encoding="unicode")
 
 
-def stays_running(dom, seconds, clock=time.monotonic, sleep=time.sleep):
-    """True when the domain is still running ``seconds`` after start (it did not crash or stop)."""
-    deadline = clock() + seconds
-    while clock() < deadline:
-        if not dom.isActive() or dom.state()[0] in (libvirt.VIR_DOMAIN_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF):
-            return False
-        sleep(0.5)
-    return bool(dom.isActive()) and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-
-
 def cold_migrate(src_conn, dst_conn, src_dom, opts, progress=None):
     """Shut down, copy, define, start, validate, then undefine the source. Returns a summary dict.
 
     ``opts``: copy_storage, target_pool, shutdown_timeout, force_shutdown, start, validate_seconds,
-    remove_source_storage.
+    success_pattern, failure_patterns, require_success_pattern, remove_source_storage.
     """
     name = src_dom.name()
     was_running = bool(src_dom.isActive())
@@ -416,11 +410,13 @@ def cold_migrate(src_conn, dst_conn, src_dom, opts, progress=None):
         if opts.get("start", True):
             if progress is not None:
                 progress.update("start", copied, copied)
-            dst_dom.create()
-            validated = stays_running(dst_dom, opts.get("validate_seconds", 10))
-            if not validated:
-                raise MigrationFailed("VM %s did not keep running on the target for %d s after the cold migration"
-                                      % (name, opts.get("validate_seconds", 10)))
+            success, failures = compile_patterns(opts.get("success_pattern") or DEFAULT_SUCCESS_PATTERN,
+                                                 opts.get("failure_patterns") or DEFAULT_FAILURE_PATTERNS)
+            validated = start_and_judge(dst_conn, dst_dom, opts.get("validate_seconds", 10), success, failures,
+                                        require_success=bool(opts.get("require_success_pattern")))
+            if not validated["booted"]:
+                raise MigrationFailed("VM %s did not boot on the target after the cold migration: %s"
+                                      % (name, validated["reason"]))
     except BaseException as exc:
         cleanup = _rollback_cold(dst_dom, dst_conn, created_paths, src_dom, was_running)
         if isinstance(exc, (MigrationFailed, MigrationRefused)):

@@ -38,14 +38,8 @@ options:
     default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - v2kvm.migrate.read_only
   - v2kvm.migrate.libvirt
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 author:
   - v2kvm.migrate developers (@v2kvm)
 """

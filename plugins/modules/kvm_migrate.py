@@ -104,9 +104,28 @@ options:
     type: bool
     default: true
   validate_seconds:
-    description: Seconds the guest must keep running on the target before the source is undefined (cold).
+    description:
+      - Cold migration only. Seconds the started guest is watched on the target before the source is undefined.
+      - The serial console is read through libvirt (the guest starts paused until it is attached); the first line
+        matching O(success_pattern) or one of O(failure_patterns) decides. With neither, a guest still running
+        at the end passes unless O(require_success_pattern).
+      - A domain without a pty serial console is judged only by staying up.
     type: int
     default: 10
+  success_pattern:
+    description: Regular expression of a console line that proves the guest booted (cold migration).
+    type: str
+    default: V2KVM-BOOT-OK|login:
+  failure_patterns:
+    description:
+      - Regular expressions of console lines that prove the boot failed (cold migration).
+      - Default is the list v2kvm.migrate.validate uses (kernel panic, no bootable device, emergency mode, ...).
+    type: list
+    elements: str
+  require_success_pattern:
+    description: Fail a cold migration whose guest did not print O(success_pattern) within O(validate_seconds).
+    type: bool
+    default: false
   remove_source_storage:
     description: After a successful cold migration with copied disks, delete the source's disk volumes too.
     type: bool
@@ -197,6 +216,27 @@ bytes_copied:
   description: Bytes streamed to the target (cold).
   returned: after a cold migration
   type: int
+stopped:
+  description: How the guest stopped on the source (cold).
+  returned: after a cold migration
+  type: str
+validated:
+  description:
+    - The boot verdict on the target (cold), or null when O(start=false).
+    - C(method) is C(console) (serial console read through libvirt) or C(running) (no console to attach).
+  returned: after a cold migration
+  type: dict
+  sample:
+    booted: true
+    method: console
+    reason: console shows the success pattern
+    matched_line: V2KVM-BOOT-OK web01
+    console_tail: ["V2KVM-BOOT-OK web01"]
+source_storage_removed:
+  description: Source disk volumes deleted after success (O(remove_source_storage)).
+  returned: after a cold migration
+  type: list
+  elements: str
 msg:
   description: What happened.
   returned: always
@@ -216,6 +256,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import
     open_connection,
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
+from ansible_collections.v2kvm.migrate.plugins.module_utils._serial_verdict import PatternError, compile_patterns
 
 
 def _open(module, node, result):
@@ -280,7 +321,8 @@ def _has_volume(conn, path):
 
 def run_cold(module, p, src_conn, dst_conn, dom, progress, result):
     opts = {k: p[k] for k in ("copy_storage", "target_pool", "shutdown_timeout", "force_shutdown", "start",
-                              "validate_seconds", "remove_source_storage")}
+                              "validate_seconds", "success_pattern", "failure_patterns", "require_success_pattern",
+                              "remove_source_storage")}
     started = time.monotonic()
     try:
         summary = mig.cold_migrate(src_conn, dst_conn, dom, opts, progress)
@@ -315,6 +357,9 @@ def main():
             force_shutdown=dict(type="bool", default=False),
             start=dict(type="bool", default=True),
             validate_seconds=dict(type="int", default=10),
+            success_pattern=dict(type="str", default="V2KVM-BOOT-OK|login:"),
+            failure_patterns=dict(type="list", elements="str"),
+            require_success_pattern=dict(type="bool", default=False),
             remove_source_storage=dict(type="bool", default=False),
             progress_file=dict(type="path"),
         ),
@@ -326,7 +371,8 @@ def main():
     result = dict(changed=False, mode=p["mode"], source=p["source"], target=p["target"])
     try:
         src_node, dst_node = mig.resolve_nodes(p["nodes"], p["source"], p["target"])
-    except mig.MigrationRefused as exc:
+        compile_patterns(p["success_pattern"], p["failure_patterns"] or [])
+    except (mig.MigrationRefused, PatternError) as exc:
         module.fail_json(msg=str(exc), **result)
     src_conn = _open(module, src_node, result)
     dst_conn = _open(module, dst_node, result)

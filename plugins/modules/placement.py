@@ -95,13 +95,7 @@ options:
     default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - v2kvm.migrate.read_only
 author:
   - v2kvm.migrate developers (@v2kvm)
 """
@@ -138,7 +132,9 @@ unplaced:
   type: list
   elements: dict
 by_id:
-  description: VM id to its C(host), C(uri) and C(pool), for handing each fork its slot.
+  description:
+    - VM id to its C(host), C(uri) and C(pool), for handing each fork its slot, and C(batch), the index
+      of its entry in RV(batches).
   returned: success
   type: dict
 hosts:
@@ -213,6 +209,9 @@ def main():
     except OrderError as exc:
         module.fail_json(msg=str(exc))
     order = [[id_of[name] for name in batch] for batch in order]
+    for index, batch in enumerate(order):
+        for vm_id in batch:
+            by_id[vm_id]["batch"] = index
     plan = plan_lines(result) + ["move batch %d: %s" % (i + 1, ", ".join(name_of[v] for v in batch))
                                  for i, batch in enumerate(order)]
     output = dict(changed=False, by_id=by_id, batches=order, plan=plan, **result)

@@ -82,6 +82,7 @@ allocation:
 """
 
 import os
+import time
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
@@ -155,6 +156,20 @@ def ensure_present(module, conn, name, path):
     after = {"state": "present", "type": "dir", "path": path, "active": True, "autostart": True}
     changed = before != after
     if not module.check_mode:
+        pool = _set_up(module, conn, pool, name, path)
+        sizes = _sizes(pool)
+    else:
+        sizes = _sizes(pool) if pool is not None and before["active"] else _statvfs_sizes(path)
+    return changed, before, after, sizes
+
+
+def _set_up(module, conn, pool, name, path, attempts=5):
+    """Define, build, start and autostart the pool; returns it.
+
+    The forks of one run all ensure the same pool at the same moment: another fork may define or
+    start it between our lookup and our call. Such a lost race is not an error: look again and go on.
+    """
+    for attempt in range(attempts):
         try:
             if pool is None:
                 pool = conn.storagePoolDefineXML(_pool_xml(name, path), 0)
@@ -167,12 +182,13 @@ def ensure_present(module, conn, name, path):
                 pool.setAutostart(1)
             # Always rescan: other tasks add volume files behind libvirt's back. Not a change.
             pool.refresh(0)
+            return pool
         except libvirt.libvirtError as exc:
-            module.fail_json(msg="could not set up storage pool %s at %s: %s" % (name, path, exc))
-        sizes = _sizes(pool)
-    else:
-        sizes = _sizes(pool) if pool is not None and before["active"] else _statvfs_sizes(path)
-    return changed, before, after, sizes
+            if attempt == attempts - 1:
+                module.fail_json(msg="could not set up storage pool %s at %s: %s" % (name, path, exc))
+            time.sleep(0.5)
+            pool = _lookup(conn, name)
+    return pool
 
 
 def ensure_absent(module, conn, name):

@@ -171,6 +171,25 @@ def test_storage_pool_is_created_once_and_absent_keeps_files(conn, tracked, tmp_
     assert run_module("storage_pool", tmp_path, name=name, state="absent")["changed"] is False
 
 
+def test_storage_pool_ensured_by_many_forks_at_once_succeeds_everywhere(conn, tracked, tmp_path):
+    # Every VM of a run ensures the same pool at the same moment, as Ansible's forks do.
+    name = f"{PREFIX}-race"
+    path = os.path.join(IMAGES, name)
+    tracked.pools.append(name)
+    tracked.dirs.append(path)
+    procs = []
+    for index in range(6):
+        args_file = tmp_path / f"race-{index}.json"
+        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"name": name, "path": path}}))
+        procs.append(subprocess.Popen([sys.executable, os.path.join(MODULES, "storage_pool.py"), str(args_file)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=dict(os.environ, PYTHONPATH=COLLECTIONS)))
+    results = [json.loads(proc.communicate(timeout=120)[0]) for proc in procs]
+    assert not [r for r in results if r.get("failed")], results
+    pool = conn.storagePoolLookupByName(name)
+    assert pool.isActive() and pool.autostart() and os.path.isdir(path)
+
+
 def test_bad_uri_errors_name_the_fix(tmp_path):
     unknown = run_module("storage_pool", tmp_path, uri="bogus:///system", name="x", path="/nonexistent")
     assert unknown["failed"] and "bogus:///system" in unknown["msg"] and "qemu:///system" in unknown["msg"]

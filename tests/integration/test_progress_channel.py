@@ -7,13 +7,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 
 import pytest
+from rig.sshd import ansible_vars, start_sshd, stop_sshd
 
 pytestmark = pytest.mark.integration
 
@@ -43,54 +43,19 @@ def slow_source():
     return path
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     """An sshd on a free port of 127.0.0.1 with its own host key and authorized_keys, stopped by PID."""
-    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.path.exists(sshd_bin):
+    if not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
         pytest.skip("sshd is not installed (Debian package openssh-server)")
-    home = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
-    (home / "authorized_keys").write_text((home / "client_key.pub").read_text())
-    os.chmod(home / "authorized_keys", 0o600)
-    port = _free_port()
-    config = home / "sshd_config"
-    config.write_text("\n".join([
-        "Port %d" % port, "ListenAddress 127.0.0.1", "HostKey %s" % (home / "host_key"),
-        "AuthorizedKeysFile %s" % (home / "authorized_keys"), "PidFile %s" % (home / "sshd.pid"),
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
-    # sshd insists on its privilege-separation directory (the distro service creates it at boot).
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=open(home / "sshd.log", "w"))
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("sshd did not start: %s" % (home / "sshd.log").read_text())
-    yield {"port": port, "key": str(home / "client_key"), "known_hosts": str(home / "known_hosts")}
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+    server = start_sshd(str(tmp_path_factory.mktemp("sshd")))
+    yield server
+    stop_sshd(server)
 
 
 def _ssh_vars(sshd):
-    return ("ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=%d ansible_user=%s "
-            "ansible_ssh_private_key_file=%s ansible_python_interpreter=%s "
-            "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=%s'"
-            % (sshd["port"], os.environ.get("USER", "root"), sshd["key"], PYTHON, sshd["known_hosts"]))
+    return " ".join("%s='%s'" % (key, value) if " " in str(value) else "%s=%s" % (key, value)
+                    for key, value in ansible_vars(sshd, PYTHON).items())
 
 
 def _run(tmp_path, inventory_lines, tasks, forks=1, strategy="linear", check=False):

@@ -63,9 +63,15 @@ marker=unknown
 for word in $(/bin/busybox cat /proc/cmdline); do
     case "$word" in
         v2kvm.marker=*) marker="${word#v2kvm.marker=}" ;;
+        v2kvm.dirty=*) dirty="${word#v2kvm.dirty=}" ;;
     esac
 done
 echo "V2KVM-BOOT-OK $marker"
+if [ -n "$dirty" ]; then
+    # Rewrites DIRTY MiB of RAM (the initramfs root is in memory) without pause: a live migration's
+    # pre-copy of this guest never converges, which is what post-copy escalation is for.
+    while true; do /bin/busybox dd if=/dev/urandom of=/dirty bs=1M count="$dirty" 2>/dev/null; done &
+fi
 while read -r module; do
     /bin/busybox insmod "/lib/modules/$module" 2>/dev/null
 done </lib/modules/load-order
@@ -259,7 +265,8 @@ def boot_inputs(workdir, *, broken=False):
     return kernel, initramfs
 
 
-def _syslinux_cfg(marker):
+def _syslinux_cfg(marker, dirty_mib=0):
+    extra = f" v2kvm.dirty={int(dirty_mib)}" if dirty_mib else ""
     return (
         "DEFAULT v2kvm\n"
         "PROMPT 0\n"
@@ -267,7 +274,7 @@ def _syslinux_cfg(marker):
         "LABEL v2kvm\n"
         "  KERNEL /vmlinuz\n"
         "  INITRD /initrd.gz\n"
-        f"  APPEND console=ttyS0,115200 quiet panic=0 v2kvm.marker={marker}\n"
+        f"  APPEND console=ttyS0,115200 quiet panic=0 v2kvm.marker={marker}{extra}\n"
     )
 
 
@@ -314,12 +321,13 @@ def _mmd(image, dest):
     _run(["mmd", "-i", image, dest], env=_mtools_env())
 
 
-def make_boot_disk(path, *, marker, firmware="bios", capacity_mib=64, broken=False, workdir):
+def make_boot_disk(path, *, marker, firmware="bios", capacity_mib=64, broken=False, workdir, dirty_mib=0):
     """Write a raw bootable disk at ``path`` and return ``path``.
 
     firmware "bios": MBR + a bootable FAT partition with syslinux. firmware "uefi" (or "efi"):
     GPT + an EFI system partition with syslinux.efi as EFI/BOOT/BOOTX64.EFI. ``broken`` boots
     the kernel with an initramfs whose /init cannot run, so the console shows a kernel panic.
+    ``dirty_mib`` makes the guest rewrite that much of its RAM forever after booting.
     """
     if not MARKER_RE.match(marker):
         raise GuestImageError(f"marker {marker!r} must match {MARKER_RE.pattern} (it goes on the kernel command line)")
@@ -349,7 +357,7 @@ def make_boot_disk(path, *, marker, firmware="bios", capacity_mib=64, broken=Fal
         with tempfile.TemporaryDirectory(dir=workdir) as staging:
             cfg = os.path.join(staging, "syslinux.cfg")
             with open(cfg, "w", encoding="ascii") as handle:
-                handle.write(_syslinux_cfg(marker))
+                handle.write(_syslinux_cfg(marker, dirty_mib))
             filler = os.path.join(staging, "filler.bin")
             with open(filler, "wb") as handle:
                 handle.write(_filler(marker, FILLER_BYTES))

@@ -56,7 +56,12 @@ log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 max_clients = 100
 """
 
+# qemu runs as root on these hosts: post-copy needs userfaultfd, which an unprivileged qemu may not
+# open while the kernel's vm.unprivileged_userfaultfd is 0 (its default), and the tests must not
+# change kernel settings of the machine they run on.
 QEMU_CONF = """\
+user = "root"
+group = "root"
 cgroup_controllers = [ ]
 stdio_handler = "file"
 migration_port_min = {mig_min}

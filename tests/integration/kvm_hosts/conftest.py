@@ -12,6 +12,7 @@ import pytest
 from rig.guest_image import BOOT_OK, TICK, make_boot_disk
 from rig.libvirt_cleanup import remove_domains
 from rig.kvm_hosts import POOL_PATH, start_hosts, stop_hosts
+from rig.sshd import ansible_vars, start_sshd, stop_sshd
 
 libvirt = pytest.importorskip("libvirt")
 
@@ -26,8 +27,8 @@ GUEST_XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>{memory
 <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/><bios useserial='yes'/></os>
 <devices><disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{disk}'/>
 <target dev='vda' bus='virtio'/></disk>
-<serial type='file'><source path='{log}'/><target port='0'/></serial>
-<console type='file'><source path='{log}'/><target type='serial' port='0'/></console>
+<serial type='pty'><log file='{log}' append='off'/><target port='0'/></serial>
+<console type='pty'><target type='serial' port='0'/></console>
 </devices></domain>"""
 
 
@@ -84,10 +85,11 @@ class Guests:
         self.hosts = hosts
         self.names = []
 
-    def define(self, host, suffix, *, memory_mib=96, start=True):
+    def define(self, host, suffix, *, memory_mib=96, start=True, dirty_mib=0, broken=False):
         name = f"{PREFIX}-{suffix}"
         disk = f"{POOL_PATH}/{name}.raw"
-        make_boot_disk(host.path(disk), marker=name, capacity_mib=40, workdir=BUILD)
+        make_boot_disk(host.path(disk), marker=name, capacity_mib=40, workdir=BUILD, dirty_mib=dirty_mib,
+                       broken=broken)
         os.chmod(host.path(disk), 0o644)
         conn = libvirt.open(host.uri)
         try:
@@ -139,6 +141,24 @@ def kvm_hosts():
     yield hosts
     stop_hosts(hosts)
     subprocess.run(["rm", "-rf", "--one-file-system", base], check=False)
+
+
+@pytest.fixture(scope="session")
+def kvm_ssh(kvm_hosts):
+    """An sshd inside each host's mount namespace: host name -> inventory variables reaching it.
+
+    A task delegated to h1 over SSH then sees h1's /var/lib/libvirt (pools, disks, serial logs) and
+    nothing of h2's, as on separate machines.
+    """
+    servers = {}
+    try:
+        for host in kvm_hosts:
+            servers[host.name] = start_sshd(os.path.join(host.root, "sshd"),
+                                            prefix=["nsenter", f"--mount=/proc/{host.pid}/ns/mnt"])
+        yield {name: ansible_vars(server) for name, server in servers.items()}
+    finally:
+        for server in servers.values():
+            stop_sshd(server)
 
 
 @pytest.fixture

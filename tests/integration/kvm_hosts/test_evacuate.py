@@ -1,6 +1,8 @@
 """playbooks/evacuate.yml against three real libvirt hosts: plan first, then a host with three
-running guests is emptied in dependency order, two at a time, and every guest keeps running."""
+running guests is emptied in dependency order, two at a time, every guest keeps running, and each
+VM's migration shows live progress of its own."""
 
+import json
 import os
 import sys
 
@@ -26,7 +28,9 @@ def test_evacuation_plans_then_moves_every_guest_live(kvm_hosts, guests, nodes, 
     settings = {"evacuate_host_source": "h1", "evacuate_host_nodes": nodes, "evacuate_host_concurrency": 2,
                 "evacuate_host_maintenance_file": str(maintenance),
                 "evacuate_host_dependencies": {web: [app], app: [db]},
-                "evacuate_host_migrate_options": {"migrate_uri": "tcp://127.0.0.1", "max_downtime_ms": 300}}
+                "evacuate_host_migrate_options": {"migrate_uri": "tcp://127.0.0.1", "max_downtime_ms": 300,
+                                                  # slow enough for several progress polls per VM
+                                                  "bandwidth_mib": 8}}
     extra = tmp_path / "vars.yml"
     extra.write_text(yaml.safe_dump(dict(settings, evacuate_host_dry_run=True)))
     dry = run_playbook("evacuate.yml", inventory, extra_args=["-e", f"@{extra}"])
@@ -38,7 +42,10 @@ def test_evacuation_plans_then_moves_every_guest_live(kvm_hosts, guests, nodes, 
     assert all(guests.where(n) == ["h1"] for n in names) and not maintenance.exists()
 
     extra.write_text(yaml.safe_dump(dict(settings, evacuate_host_dependencies={web: [db]})))
-    run = run_playbook("evacuate.yml", inventory, extra_args=["-e", f"@{extra}"])
+    events_path = tmp_path / "events.jsonl"
+    run = run_playbook("evacuate.yml", inventory, extra_args=["-e", f"@{extra}"],
+                       env={"ANSIBLE_CALLBACKS_ENABLED": "test_record,v2kvm.migrate.dashboard",
+                            "V2KVM_DASHBOARD_EVENTS_FILE": str(events_path)})
     assert run.rc == 0, run.output
     plan = run.result_of("localhost", "Place every moving VM at once and order the moves")["result"]
     assert [sorted(b) for b in plan["batches"]] == [sorted([db, app]), [web]]
@@ -52,3 +59,11 @@ def test_evacuation_plans_then_moves_every_guest_live(kvm_hosts, guests, nodes, 
     # Spread: the two first VMs did not pile onto one host.
     assert len({a["host"] for a in plan["assignments"]}) == 2
     assert os.path.exists(maintenance)
+    # Each VM was its own host: job stats arrived while its migration ran, not only at its end.
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    for name in names:
+        assert run.stats[name]["changed"] == 1 and run.stats[name]["failures"] == 0, run.stats
+        end = [e for e in events if e["type"] == "task_end" and e["host"] == name and e["status"] == "changed"]
+        live = [e for e in events if e["type"] == "progress" and e["host"] == name and e["stage"] == "live-migrate"]
+        assert len(end) == 1 and live, [e for e in events if e.get("host") == name]
+        assert live[0]["ts"] < end[0]["ts"] - 1.0 and live[-1]["done"] > 0, live

@@ -84,6 +84,23 @@ def test_live_migration_keeps_the_guest_running(kvm_hosts, guests, nodes, tmp_pa
     assert not again.get("failed") and not again["changed"], again
 
 
+def test_live_migration_that_cannot_converge_escalates_to_post_copy(kvm_hosts, guests, nodes):
+    h1, h2 = kvm_hosts[0], kvm_hosts[1]
+    # The guest rewrites 48 MiB of RAM without pause, faster than 16 MiB/s can send it: pre-copy never
+    # converges under a 20 ms downtime, so only the switch to post-copy can finish the migration.
+    name = guests.define(h1, "postcopy", memory_mib=128, dirty_mib=48)
+    guests.wait_ticking(h1, name, 3)
+    result = run_module("kvm_migrate", name=name, nodes=nodes, source="h1", target="h2",
+                        migrate_uri="tcp://127.0.0.1", bandwidth_mib=16, max_downtime_ms=20,
+                        post_copy=True, post_copy_after=2, timeout=600)
+    assert not result.get("failed"), result
+    assert result["escalated"] == ["post-copy"], result
+    assert guests.where(name) == ["h2"]
+    count = len(ticks(read_log(h2, name)))
+    wait_for(lambda: len(ticks(read_log(h2, name))) >= count + 2, 30, "ticks on the target after post-copy")
+    assert boot_lines(read_log(h2, name)) == [] and len(boot_lines(read_log(h1, name))) == 1
+
+
 def test_aborted_live_migration_leaves_the_guest_on_the_source(kvm_hosts, guests, nodes):
     h2, h3 = kvm_hosts[1], kvm_hosts[2]
     name = guests.define(h2, "abort")
@@ -113,9 +130,12 @@ def test_cold_migration_moves_disk_and_boots_on_target(kvm_hosts, guests, nodes)
     with open(source_disk, "rb") as handle:
         source_bytes = handle.read()
     result = run_module("kvm_migrate", name=name, nodes=nodes, source="h1", target="h3", mode="cold",
-                        shutdown_timeout=2, force_shutdown=True, validate_seconds=3)
+                        shutdown_timeout=2, force_shutdown=True, validate_seconds=90, require_success_pattern=True)
     assert result.get("changed") and not result.get("failed"), result
     assert guests.where(name) == ["h3"]
+    # The verdict came from the target's console, read through libvirt over TCP.
+    assert result["validated"]["method"] == "console", result["validated"]
+    assert result["validated"]["matched_line"] == f"V2KVM-BOOT-OK {name}", result["validated"]
     # The busybox guest ignores ACPI: only the allowed power-off stopped it.
     assert result["stopped"].startswith("powered off")
     with open(h3.path(f"/var/lib/libvirt/images/v2kvm/{name}.raw"), "rb") as handle:
@@ -125,6 +145,23 @@ def test_cold_migration_moves_disk_and_boots_on_target(kvm_hosts, guests, nodes)
     assert boot_lines(read_log(h3, name)) == [f"V2KVM-BOOT-OK {name}"]
     # The source disk stays (remove_source_storage=false); the source definition is gone.
     assert os.path.exists(source_disk)
+
+
+def test_cold_migration_of_a_guest_that_panics_on_the_target_keeps_the_source(kvm_hosts, guests, nodes):
+    h1, h2 = kvm_hosts[0], kvm_hosts[1]
+    name = guests.define(h1, "coldpanic", broken=True)
+    wait_for(lambda: "Kernel panic" in read_log(h1, name), 90, "the broken guest to panic on the source")
+    result = run_module("kvm_migrate", name=name, nodes=nodes, source="h1", target="h2", mode="cold",
+                        shutdown_timeout=1, force_shutdown=True, validate_seconds=90)
+    assert result.get("failed"), result
+    assert "did not boot on the target" in result["msg"] and "Kernel panic" in result["msg"], result["msg"]
+    assert "rolled back" in result["msg"] and "the guest runs on the source node again" in result["msg"], result["msg"]
+    assert guests.where(name) == ["h1"]
+    conn = libvirt.open(h2.uri)
+    try:
+        assert not [v for v in conn.storagePoolLookupByName("v2kvm").listAllVolumes(0) if name in v.name()]
+    finally:
+        conn.close()
 
 
 def test_cold_migration_refuses_to_power_off_without_force(kvm_hosts, guests, nodes):
