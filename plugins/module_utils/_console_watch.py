@@ -98,8 +98,8 @@ def start_and_judge(conn, dom, seconds, success, failures, *, require_success=Fa
 
 def _running(dom):
     try:
-        return bool(dom.isActive()) and dom.state()[0] not in (libvirt.VIR_DOMAIN_CRASHED,
-                                                                libvirt.VIR_DOMAIN_SHUTOFF)
+        stopped = (libvirt.VIR_DOMAIN_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF)
+        return bool(dom.isActive()) and dom.state()[0] not in stopped
     except libvirt.libvirtError:
         return False
 

@@ -115,7 +115,7 @@ options:
   success_pattern:
     description: Regular expression of a console line that proves the guest booted (cold migration).
     type: str
-    default: V2KVM-BOOT-OK|login:
+    default: "V2KVM-BOOT-OK|login:"
   failure_patterns:
     description:
       - Regular expressions of console lines that prove the boot failed (cold migration).
