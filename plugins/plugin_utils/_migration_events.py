@@ -143,14 +143,17 @@ class MigrationBoard:
             vm.status, vm.started = RUNNING, ts
         key = (event.get("task_uuid"), event["host"], event.get("item"))
         transfer = self.transfers.get(key)
+        # The module's own clock says how long the work took: samples of a short task often arrive in
+        # one poll, and their arrival times would make its rate look enormous.
+        span_ts = float(event.get("sample_ts") or ts)
         if transfer is None:
-            transfer = self.transfers[key] = Transfer(first_ts=ts)
+            transfer = self.transfers[key] = Transfer(first_ts=span_ts)
         transfer.stage = event.get("stage") or ""
         transfer.done = int(event.get("done") or 0)
         transfer.total = int(event.get("total") or 0)
         transfer.rate = float(event.get("rate") or 0)
         transfer.eta = event.get("eta")
-        transfer.last_ts = ts
+        transfer.last_ts = span_ts
         transfer.finished = transfer.stage in ("done", "failed")
         stage = transfer.stage
         if event.get("item") not in (None, ""):

@@ -114,6 +114,16 @@ def test_event_model_folds_progress_and_verdicts():
     assert board.vms["b"].error == "disk missing"
 
 
+def test_average_throughput_uses_the_module_clock_when_samples_arrive_together():
+    # A 64 MiB conversion took 0.5 s on the target; its three samples reached the controller in one poll.
+    board = MigrationBoard()
+    board.apply({"ts": 100.0, "type": "task_start", "host": "a", "task": "Convert", "task_uuid": "u"})
+    for stage, done, sample_ts in (("convert", 0, 50.0), ("verify", 64 << 20, 50.4), ("done", 64 << 20, 50.5)):
+        board.apply({"ts": 101.0, "type": "progress", "host": "a", "task_uuid": "u", "stage": stage,
+                     "done": done, "total": 64 << 20, "sample_ts": sample_ts})
+    assert board.metrics(102.0)["average_throughput"] == pytest.approx((64 << 20) / 0.5)
+
+
 def test_line_mode_prints_plain_progress_lines_at_the_interval(tmp_path):
     clock = FakeClock()
     out = io.StringIO()
