@@ -255,7 +255,11 @@ def test_history_is_sqlite_wal_and_a_restarted_server_shows_the_same_runs(tmp_pa
             await client.close()
 
     before = run(first())
-    assert History(path).journal_mode() == "wal"
+    history = History(path)
+    try:
+        assert history.journal_mode() == "wal"
+    finally:
+        history.close()
     after, runs, one = run(second())
     assert after == before
     assert [r["id"] for r in runs] == ["r1"] and one["summary"]["playbook"] == "migrate.yml"
