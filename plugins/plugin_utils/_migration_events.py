@@ -17,6 +17,10 @@ Event types:
 - ``vm_end`` {host, verdict: succeeded|failed, msg}
 - ``run_end`` {}
 
+Hosts in ``controller_hosts`` (default: localhost) are where playbooks plan and coordinate (the
+first play of evacuate.yml, a placement run_once delegated there), never a VM: they get no VM row
+and count in no metric, but their failures still reach the event log.
+
 This module is plain Python (no Ansible import) so it is unit-testable and reusable anywhere.
 """
 
@@ -27,6 +31,7 @@ import dataclasses
 import time
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
+CONTROLLER_HOSTS = ("localhost",)
 
 
 @dataclasses.dataclass
@@ -84,7 +89,8 @@ class VmState:
 class MigrationBoard:
     """State of a run, built only from events. ``log`` keeps the last ``log_size`` human lines."""
 
-    def __init__(self, log_size: int = 500, clock=time.time):
+    def __init__(self, log_size: int = 500, clock=time.time, controller_hosts=CONTROLLER_HOSTS):
+        self.controller_hosts = frozenset(controller_hosts or ())
         self.vms: dict[str, VmState] = {}
         self.transfers: dict[tuple, Transfer] = {}
         self.log: collections.deque = collections.deque(maxlen=log_size)
@@ -109,8 +115,15 @@ class MigrationBoard:
         ts = event.get("ts") or self._clock()
         self.events_applied += 1
         self.last_update = ts
-        if handler is not None:
+        if event.get("host") in self.controller_hosts:
+            self._on_controller_event(event, ts)
+        elif handler is not None:
             handler(event, ts)
+
+    def _on_controller_event(self, event, ts):
+        if event.get("type") == "task_end" and event.get("status") in ("failed", "unreachable"):
+            self._note(ts, event["host"], "FAILED %s: %s" % (event.get("task") or "",
+                                                            str(event.get("msg") or event["status"])[:500]))
 
     def _on_run_start(self, event, ts):
         self.run_started = ts
@@ -121,7 +134,8 @@ class MigrationBoard:
         if self.run_started is None:
             self.run_started = ts
         for host in event.get("hosts") or ():
-            self.vm(host)
+            if host not in self.controller_hosts:
+                self.vm(host)
         self._note(ts, "", "play: %s" % (event.get("play") or ""))
 
     def _on_task_start(self, event, ts):

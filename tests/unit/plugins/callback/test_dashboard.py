@@ -336,3 +336,15 @@ def test_results_are_read_without_a_deep_copy(tmp_path):
     cb.v2_runner_on_async_poll(_CopyingResult(host, task, progress(host, task, 5, 10)._result))
     cb.v2_runner_on_ok(_CopyingResult(host, task, {"changed": True}))
     assert cb.board.progress_events == 1 and cb.board.vms["web01"].tasks_ok == 1
+
+
+def test_controller_host_is_no_vm_but_its_failures_reach_the_log():
+    board = MigrationBoard()
+    board.apply({"ts": 1.0, "type": "play_start", "hosts": ["localhost"]})
+    board.apply({"ts": 2.0, "type": "task_start", "host": "localhost", "task": "Plan", "task_uuid": "p"})
+    board.apply({"ts": 3.0, "type": "task_end", "host": "localhost", "task": "Plan", "task_uuid": "p",
+                 "status": "failed", "msg": "Node h9 not found in cluster"})
+    board.apply({"ts": 4.0, "type": "play_start", "hosts": ["web01"]})
+    board.apply({"ts": 5.0, "type": "vm_end", "host": "localhost", "verdict": "failed"})
+    assert list(board.vms) == ["web01"] and board.metrics(5.0)["failed"] == 0
+    assert any("Node h9 not found in cluster" in text for _ts, host, text in board.log if host == "localhost")
