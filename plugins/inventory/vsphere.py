@@ -12,8 +12,12 @@ description:
     whose variable C(v2kvm_spec) is the same normalized VM spec the OVA path produces (docs/vm-spec.md,
     C(source.type=vsphere)).
   - Groups hosts by datacenter (C(vsphere_dc_<name>)), cluster (C(vsphere_cluster_<name>)), folder
-    (C(vsphere_folder_<path>)), guest OS family and id (C(vsphere_os_<family>), C(vsphere_guest_<id>)) and
-    power state (C(vsphere_power_<state>)); more with C(keyed_groups)/C(groups).
+    (C(vsphere_folder_<path>)), guest OS family and id (C(vsphere_os_<family>), C(vsphere_guest_<id>)),
+    power state (C(vsphere_power_<state>)), custom attribute (C(vsphere_attr_<name>_<value>)) and the tags the
+    SOAP API shows (C(ManagedEntity.tag), C(vsphere_tag_<key>)); more with C(keyed_groups)/C(groups).
+  - Host variables C(vsphere_attributes) (custom attribute name to value) and C(vsphere_tags) carry the same.
+    The tags of the vSphere Client (tag categories) belong to the vAPI REST service, which this plugin does not
+    read; custom attributes are the SOAP way to mark migration waves.
   - VMs whose spec cannot be built (a name breaking the spec's name rule, no disks) land in group
     C(vsphere_unmigratable) with C(v2kvm_spec_error) saying why and how to fix it.
   - The password is never written to the inventory, the cache or any message.
@@ -61,7 +65,8 @@ options:
   filters:
     description:
       - JMESPath expressions evaluated against each host's variables (C(v2kvm_spec), C(vsphere_*)); a VM is kept
-        only when every expression is true, for example V(v2kvm_spec.source.power_state == 'poweredOn').
+        only when every expression is true, for example V(v2kvm_spec.source.power_state == 'poweredOn') or
+        V(vsphere_attributes.wave == '3').
     type: list
     elements: str
     default: []
@@ -159,13 +164,18 @@ def collect_hosts(hostname, username, password, port, validate_certs, timeout):
     with vconn.connect(hostname, username, password, port=port, validate_certs=validate_certs,
                        timeout=timeout) as conn:
         vms, tree, portgroups = vspec.collect(conn)
+        field_names = vspec.custom_field_names(conn)
         names = [props.get("name") for unused, props in vms]
         for ref, props in vms:
             place = vspec.placement(tree, props)
             name = props.get("name") or ref._moId
             host_name = name if names.count(name) == 1 else "%s_%s" % (name, ref._moId)
-            host_vars = {"vsphere_moid": ref._moId, "vsphere_path": place["path"], "vsphere_vcenter": conn.host}
+            attributes, tags = vspec.attributes_and_tags(props, field_names)
+            host_vars = {"vsphere_moid": ref._moId, "vsphere_path": place["path"], "vsphere_vcenter": conn.host,
+                         "vsphere_attributes": attributes, "vsphere_tags": tags}
             groups = ["dc_" + _group_part(place["datacenter"]), "power_" + _group_part(props.get("runtime.powerState"))]
+            groups += ["attr_%s_%s" % (_group_part(key), _group_part(value)) for key, value in attributes.items()]
+            groups += ["tag_" + _group_part(tag) for tag in tags]
             if place["cluster"]:
                 groups.append("cluster_" + _group_part(place["cluster"]))
             if place["folder"]:

@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import re
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,10 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_spec import parse_datastore_path
 
 SNAPSHOT_NAME = "v2kvm-sync"
+# Resuming a .part through a new lease reads the stream head again (header + descriptor fit in 64 KiB
+# for every VMDK vSphere writes) and compares the last RESUME_PROBE bytes kept with the new lease's.
+RESUME_HEAD = 64 * 1024
+RESUME_PROBE = 1024 * 1024
 
 
 class Progress:
@@ -203,11 +208,62 @@ def _wait_lease_ready(conn, lease, timeout):
         time.sleep(0.2)
 
 
+def _partial_identity(spec, disk, device_url):
+    """What a .part left by an earlier lease must match to be resumed: the same VM and disk, the same
+    backing file and size. The lease URL is not part of it: every lease has a new one."""
+    return {"moid": spec["source"]["moid"], "instance_uuid": spec["source"].get("instance_uuid"),
+            "disk_key": disk.get("key"), "datastore_path": disk.get("datastore_path"),
+            "capacity": disk["capacity_bytes"], "file_size": device_url.fileSize or None}
+
+
+def _stream_head_length(head):
+    """Bytes before the first grain of a streamOptimized VMDK (header + embedded descriptor), from its
+    first sector; 0 when ``head`` is not a sparse VMDK header."""
+    if len(head) < 512 or head[:4] != b"KDMV":
+        return 0
+    return struct.unpack_from("<Q", head, 64)[0] * 512  # overHead, in sectors
+
+
+def _adopt_earlier_part(session, url, part, *, label, timeout):
+    """Make a .part downloaded through an earlier lease resumable through this one; returns the bytes
+    read from the server to check it, or None when it must be dropped.
+
+    A new lease streams the same grains for the same disk content, but its header and embedded
+    descriptor carry new ids (CID, content id): those are rewritten from the new lease, and the last
+    stretch of the kept data is compared with what the new lease serves there. The manifest check at
+    the end still catches a resume that this sample missed."""
+    have = os.path.getsize(part)
+    if have <= RESUME_HEAD + RESUME_PROBE:  # too little kept to be worth checking
+        return None
+    try:
+        head = transfer.fetch_range(session, url, 0, RESUME_HEAD, label=label, timeout=timeout)
+        head_length = _stream_head_length(head)
+        if not head_length or head_length > len(head):
+            return None
+        start = max(head_length, have - RESUME_PROBE)
+        remote = transfer.fetch_range(session, url, start, have - start, label=label, timeout=timeout)
+    except transfer.RangeNotServed:  # a host that cannot resume: the download starts over
+        return None
+    with open(part, "r+b") as handle:
+        handle.seek(start)
+        if handle.read(have - start) != remote:
+            return None
+        handle.seek(0)
+        handle.write(head[:head_length])
+        handle.flush()
+        os.fsync(handle.fileno())
+    return len(head) + len(remote)
+
+
 def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=None, retries=3):
-    """Download every disk through an ExportVm lease; returns (disks, bytes fetched now, manifest checks)."""
+    """Download every disk through an ExportVm lease; returns (disks, bytes fetched now, manifest checks).
+
+    A disk left partly downloaded by an earlier run (``<dest>/<name>-<disk>.vmdk.part``, described by the
+    ``.part.json`` beside it) is resumed through this lease; see ``_adopt_earlier_part``."""
     lease = call(conn, "start an export (ExportVm) of %s" % spec["name"], vm.ExportVm)
     cancel = threading.Event()
     stop_keepalive = threading.Event()
+    session = transfer.new_session(conn)
     try:
         _wait_lease_ready(conn, lease, timeout)
         info = call(conn, "read the export lease", lambda: lease.info)
@@ -233,21 +289,29 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
 
         ticker = threading.Thread(target=keep_alive, name="nfc-keepalive", daemon=True)
         ticker.start()
-        session = transfer.new_session(conn)
 
-        def fetch(job):
+        def fetch(job, fresh=False):
+            """(sha1, size, bytes fetched now, whether bytes of an earlier lease were kept)."""
             disk, device_url, target = job
-            # Each lease makes a new streamOptimized file (new CID), so a .part of an earlier lease is
-            # useless; a transfer that breaks resumes with Range within this lease.
-            if os.path.exists(target + ".part"):
-                os.unlink(target + ".part")
+            url = _lease_url(conn, device_url.url)
+            label = "disk %s of %s" % (disk["id"], spec["name"])
+            part, about = target + ".part", target + ".part.json"
+            identity = _partial_identity(spec, disk, device_url)
+            fetched, earlier = 0, False
+            if os.path.exists(part) and not fresh and read_json(about) == identity:
+                probed = _adopt_earlier_part(session, url, part, label=label, timeout=timeout)
+                earlier = probed is not None
+                fetched += probed or 0
+            if not earlier and os.path.exists(part):
+                os.unlink(part)
+            write_json_atomic(about, identity)
             for attempt in range(1, retries + 1):
                 try:
-                    sha1, size, _now = transfer.download(
-                        session, _lease_url(conn, device_url.url), target,
-                        label="disk %s of %s" % (disk["id"], spec["name"]), expected_size=device_url.fileSize or None,
+                    sha1, size, now = transfer.download(
+                        session, url, target, label=label, expected_size=device_url.fileSize or None,
                         on_bytes=progress.add, timeout=timeout, cancel=cancel)
-                    return sha1, size, size  # the .part was dropped above: every byte came in this run
+                    os.unlink(about)
+                    return sha1, size, fetched + now, earlier
                 except transfer.TransferBroken:
                     if attempt == retries:
                         raise
@@ -263,16 +327,30 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
         progress.set_stage("verify")
         manifest = {entry.key: entry for entry in (call(conn, "read the export manifest",
                                                         lease.HttpNfcLeaseGetManifest) or [])}
+
+        def matches(entry, sha1, size):
+            return entry.sha1.lower() == sha1 and (not entry.size or entry.size == size)
+
         disks, checks, fetched = [], [], 0
-        for (disk, device_url, target), (sha1, size, now) in zip(jobs, results):
-            fetched += now
+        for job, (sha1, size, now, earlier) in zip(jobs, results):
+            disk, device_url, target = job
             entry = manifest.get(device_url.key)
-            if entry is not None and (entry.sha1.lower() != sha1 or (entry.size and entry.size != size)):
+            redone = False
+            if earlier and (entry is None or not matches(entry, sha1, size)):
+                # Bytes of an earlier lease that this lease's manifest does not confirm (or cannot, without
+                # a manifest entry): download this disk once more from the start.
+                fetched += now
+                os.unlink(target)
+                sha1, size, now, unused = fetch(job, fresh=True)
+                redone = True
+            fetched += now
+            if entry is not None and not matches(entry, sha1, size):
                 os.unlink(target)
                 raise VsphereError("disk %s of %s does not match the export manifest (sha1 %s, expected %s)"
                                    % (disk["id"], spec["name"], sha1, entry.sha1),
                                    "run again to download it anew; if it persists check the datastore")
-            checks.append({"disk": disk["id"], "sha1": sha1, "size": size, "verified": entry is not None})
+            checks.append({"disk": disk["id"], "sha1": sha1, "size": size, "verified": entry is not None,
+                           "resumed": earlier and not redone, "redownloaded": redone})
             disks.append(_local_disk(disk, target, "vmdk", "streamOptimized", size, sha1 if entry else None))
         stop_keepalive.set()
         call(conn, "complete the export lease", lease.HttpNfcLeaseProgress, 100)
@@ -285,6 +363,8 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
         except Exception:  # noqa: S110 - the lease times out on its own when not aborted
             pass
         raise
+    finally:
+        session.close()
 
 
 # --------------------------------------------------------------------------- datastore download

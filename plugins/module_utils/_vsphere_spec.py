@@ -17,7 +17,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import chec
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import VsphereError, call, vim, vmodl
 
 VM_PROPERTIES = ("name", "parent", "config", "runtime.powerState", "runtime.host", "snapshot",
-                 "guest.toolsRunningStatus")
+                 "guest.toolsRunningStatus", "customValue", "tag")
 _ENTITY_TYPES = ("Folder", "Datacenter", "ClusterComputeResource", "ComputeResource", "HostSystem")
 _DATASTORE_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*/?(?P<rel>.*)$")
 _PAGE = 500
@@ -103,6 +103,27 @@ def collect(conn):
     except VsphereError:  # ESXi without a distributed switch
         groups = []
     return vms, Tree(entities), {props.get("key"): props.get("name") for unused, props in groups}
+
+
+def custom_field_names(conn):
+    """{key: name} of the custom attribute definitions (vCenter; a standalone ESXi host may have none)."""
+    manager = conn.content.customFieldsManager
+    if manager is None:
+        return {}
+    return {field.key: field.name for field in call(conn, "read the custom attribute definitions",
+                                                    lambda: manager.field) or []}
+
+
+def attributes_and_tags(vm_props, field_names):
+    """({attribute name: value}, [tag key]) of a VM: its custom attributes (``customValue``) and the tags the
+    SOAP API shows (``ManagedEntity.tag``; the tags of the vSphere Client live in the vAPI service instead)."""
+    attributes = {}
+    for value in vm_props.get("customValue") or []:
+        name = field_names.get(value.key)
+        if name is not None and getattr(value, "value", None) is not None:
+            attributes[name] = value.value
+    tags = sorted({tag.key for tag in vm_props.get("tag") or [] if tag.key})
+    return attributes, tags
 
 
 def placement(tree, vm_props):

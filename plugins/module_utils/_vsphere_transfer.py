@@ -5,27 +5,36 @@
 A download goes to ``DEST.part``; a later run continues where it stopped (the server must answer
 206 with the matching Content-Range, else it starts over) and the sha1 of the whole file is
 computed on the way (the kept prefix is hashed first), so a lease manifest can be checked without
-reading the file twice. Only a complete file is renamed to DEST.
+reading the file twice. Only a complete file, flushed to disk, is renamed to DEST.
+
+The receive loop is the hot path of an export. It uses ``http.client`` (as pyVmomi does, with the
+same TLS trust store) because its ``readinto`` fills preallocated buffers: no allocation and no copy
+per block, where a ``requests`` stream allocates and copies every chunk several times. While the
+next buffer is received, one thread hashes the filled ones and another writes them (hashlib and
+os.pwrite release the GIL), aligned blocks with O_DIRECT (see ``_Sink``), so hashing and the flush
+before the rename cost little wall time (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
+import mmap
 import os
+import queue
 import re
+import socket
+import ssl
+import threading
+from urllib.parse import urlsplit
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import VsphereError
 
-try:
-    import requests
-
-    HAS_REQUESTS = True
-    REQUESTS_IMPORT_ERROR = None
-except ImportError as exc:
-    HAS_REQUESTS = False
-    REQUESTS_IMPORT_ERROR = exc
-
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024
+BUFFERS = 6
+ALIGN = 4096  # O_DIRECT: offsets, lengths and memory aligned to the block size (4096 covers 512 too)
+WRITEBACK_EVERY = 64 * 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -37,27 +46,273 @@ class TransferBroken(VsphereError):
     """The connection broke or stalled mid-transfer; the .part file is kept for a Range resume."""
 
 
-def new_session(conn):
-    session = requests.Session()
-    session.verify = conn.verify
-    if not conn.verify:
-        import urllib3
+class RangeNotServed(VsphereError):
+    """The server answered a byte-range request with the whole file."""
 
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the user chose validate_certs: false
-    session.headers["Cookie"] = conn.cookie
-    return session
+
+class _LocalWriteFailed(Exception):
+    """Writing the received bytes failed (full disk, ...): not a network problem, retrying will not help."""
+
+
+class Session:
+    """HTTPS GETs carrying the vSphere session cookie, with one keep-alive connection per thread and host."""
+
+    def __init__(self, cookie, verify):
+        self.cookie = cookie
+        self.verify = verify
+        # The trust store pyVmomi's login used (see _vsphere_conn.connect), so both agree on a certificate.
+        self.context = ssl.create_default_context() if verify else ssl._create_unverified_context()  # noqa: S323
+        self._idle = {}
+        self._lock = threading.Lock()
+
+    def get(self, url, headers=None, timeout=60):
+        """An open http.client response; the caller reads it and calls ``release(response)``."""
+        parts = urlsplit(url)
+        key = (threading.get_ident(), parts.scheme, parts.hostname, parts.port)
+        target = parts.path + ("?" + parts.query if parts.query else "")
+        headers = dict(headers or {}, Cookie=self.cookie)
+        with self._lock:
+            conn = self._idle.pop(key, None)
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request("GET", target, headers=headers)
+                return self._tag(conn.getresponse(), conn, key)
+            except (http.client.RemoteDisconnected, ConnectionError):
+                conn.close()  # the server dropped the idle connection: a new one below
+        if parts.scheme == "http":
+            conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        else:
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout,
+                                               context=self.context)
+        try:
+            conn.request("GET", target, headers=headers)
+            return self._tag(conn.getresponse(), conn, key)
+        except BaseException:
+            conn.close()
+            raise
+
+    @staticmethod
+    def _tag(resp, conn, key):
+        resp.v2kvm_conn, resp.v2kvm_key = conn, key
+        return resp
+
+    def release(self, resp):
+        """Keep the connection for the next request when the body was read to the end, else close it."""
+        conn = resp.v2kvm_conn
+        if resp.isclosed() and not resp.will_close:
+            with self._lock:
+                old = self._idle.pop(resp.v2kvm_key, None)
+                self._idle[resp.v2kvm_key] = conn
+            if old is not None and old is not conn:
+                old.close()
+        else:
+            resp.close()
+            conn.close()
+
+    def close(self):
+        with self._lock:
+            idle, self._idle = list(self._idle.values()), {}
+        for conn in idle:
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def new_session(conn):
+    return Session(conn.cookie, conn.verify)
 
 
 def _check_status(resp, url_for_humans):
-    if resp.status_code in (401, 403):
-        raise VsphereError("the server refused the download of %s (HTTP %d)" % (url_for_humans, resp.status_code),
+    if resp.status in (401, 403):
+        raise VsphereError("the server refused the download of %s (HTTP %d)" % (url_for_humans, resp.status),
                            "the account needs the Datastore.Browse / VirtualMachine.Provisioning privileges")
-    if resp.status_code == 404:
+    if resp.status == 404:
         raise VsphereError("%s does not exist on the server (HTTP 404)" % url_for_humans,
                            "the lease or file went away; run again to start a new export")
-    if resp.status_code >= 400:
-        raise VsphereError("download of %s failed with HTTP %d" % (url_for_humans, resp.status_code),
+    if resp.status >= 400:
+        raise VsphereError("download of %s failed with HTTP %d" % (url_for_humans, resp.status),
                            "retry; a run resumes where this one stopped")
+
+
+def _local(func, *args):
+    try:
+        return func(*args)
+    except OSError as exc:
+        raise _LocalWriteFailed(exc) from None
+
+
+def _write_all(fd, view, offset):
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _start_writeback(fd, offset, length):
+    # On Linux, POSIX_FADV_DONTNEED starts the write-back of the dirty pages of the range without waiting
+    # for it (pages still being written stay cached), which spreads the final fsync over the download.
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _open_direct(path):
+    """A second descriptor of ``path`` that bypasses the page cache, or None where O_DIRECT is not supported."""
+    if not hasattr(os, "O_DIRECT"):
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | os.O_DIRECT)
+    except OSError:  # tmpfs and some network file systems refuse it
+        return None
+
+
+class _Sink:
+    """Hashes (one thread) and writes (another) each filled buffer while the caller receives the next one.
+
+    Aligned blocks go through an O_DIRECT descriptor: no copy into the page cache and nothing left to flush,
+    and a multi-GB disk image does not push the guests' data out of the host's cache. The rest (an unaligned
+    first or last block, or a file system without O_DIRECT) is written through the page cache, whose
+    write-back is started every WRITEBACK_EVERY bytes so the final fsync finds little to do."""
+
+    def __init__(self, fd, direct_fd, sha1):
+        self.fd, self.direct_fd, self.sha1 = fd, direct_fd, sha1
+        self.maps = [mmap.mmap(-1, CHUNK) for _buffer in range(BUFFERS)]  # page-aligned, as O_DIRECT wants
+        self.views = [memoryview(buffer) for buffer in self.maps]
+        self.free = queue.SimpleQueue()
+        for index in range(BUFFERS):
+            self.free.put(index)
+        self.to_hash, self.to_write = queue.SimpleQueue(), queue.SimpleQueue()
+        self.pending = [0] * BUFFERS
+        self.lock = threading.Lock()
+        self.failures = []
+        self.buffered_from = None
+        self.threads = [threading.Thread(target=self._hash, name="download-hash", daemon=True),
+                        threading.Thread(target=self._write, name="download-write", daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def put(self, index, count, position):
+        self.pending[index] = 2
+        self.to_hash.put((index, count))
+        self.to_write.put((index, count, position))
+
+    def _done(self, index):
+        with self.lock:
+            self.pending[index] -= 1
+            last = not self.pending[index]
+        if last:
+            self.free.put(index)
+
+    def _hash(self):
+        while True:
+            item = self.to_hash.get()
+            if item is None:
+                return
+            index, count = item
+            try:
+                if not self.failures:
+                    self.sha1.update(self.views[index][:count])
+            except BaseException as exc:  # re-raised in the receiving thread
+                self.failures.append(exc)
+            finally:
+                self._done(index)
+
+    def _write(self):
+        while True:
+            item = self.to_write.get()
+            if item is None:
+                return
+            index, count, position = item
+            try:
+                if not self.failures:
+                    self._write_block(self.views[index][:count], position)
+            except OSError as exc:
+                self.failures.append(_LocalWriteFailed(exc))
+            except BaseException as exc:
+                self.failures.append(exc)
+            finally:
+                self._done(index)
+
+    def _write_block(self, block, position):
+        if self.direct_fd is not None and not position % ALIGN and not len(block) % ALIGN:
+            try:
+                _write_all(self.direct_fd, block, position)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                os.close(self.direct_fd)  # accepted at open, refused at write: the page cache it is
+                self.direct_fd = None
+        _write_all(self.fd, block, position)
+        end = position + len(block)
+        if self.buffered_from is None:
+            self.buffered_from = position
+        elif end - self.buffered_from >= WRITEBACK_EVERY:
+            _start_writeback(self.fd, self.buffered_from, end - self.buffered_from)
+            self.buffered_from = end
+
+    def close(self):
+        self.to_hash.put(None)
+        self.to_write.put(None)
+        for thread in self.threads:
+            thread.join()
+        if self.direct_fd is not None:
+            os.close(self.direct_fd)
+
+
+def _receive(resp, part, fd, offset, sha1, on_bytes, cancel):
+    """Read ``resp`` to its end into ``part`` (open as ``fd``) from ``offset``, hashing it into ``sha1``;
+    returns the bytes received."""
+    sink = _Sink(fd, _open_direct(part), sha1)
+    received, position = 0, offset
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            index = sink.free.get()
+            if sink.failures:
+                break
+            view = sink.views[index]
+            if position % ALIGN:  # a resumed download: one short block, then aligned ones
+                view = view[:ALIGN - position % ALIGN]
+            count = resp.readinto(view)
+            if not count:
+                sink.free.put(index)
+                break
+            sink.put(index, count, position)
+            received += count
+            position += count
+            if on_bytes:
+                on_bytes(count)
+    finally:
+        sink.close()
+    if sink.failures:
+        raise sink.failures[0]
+    return received
+
+
+def _hash_prefix(path, length, sha1):
+    view = memoryview(bytearray(CHUNK))
+    with open(path, "rb", buffering=0) as handle:
+        left = length
+        while left:
+            count = handle.readinto(view[:min(CHUNK, left)])
+            if not count:
+                break
+            sha1.update(view[:count])
+            left -= count
+
+
+def _announced_length(resp):
+    try:
+        return int(resp.getheader("Content-Length"))
+    except (TypeError, ValueError):
+        return None
 
 
 def download(session, url, dest, *, label, expected_size=None, on_bytes=None, timeout=60, cancel=None):
@@ -68,57 +323,60 @@ def download(session, url, dest, *, label, expected_size=None, on_bytes=None, ti
     if expected_size is not None and have > expected_size:
         have = 0
     if have:
-        with open(part, "rb") as handle:
-            while True:
-                block = handle.read(CHUNK)
-                if not block:
-                    break
-                sha1.update(block)
+        _hash_prefix(part, have, sha1)
         if on_bytes:
             on_bytes(have, resumed=True)
-    headers = {"Range": "bytes=%d-" % have} if have else {}
     fetched = 0
+    resp = None
     try:
-        if expected_size is not None and have == expected_size:
-            resp = None
-        else:
-            # verify passed per request: a session-level False loses against REQUESTS_CA_BUNDLE in the environment
-            resp = session.get(url, headers=headers, stream=True, timeout=timeout, verify=session.verify)
-            if have and resp.status_code == 200:  # the server ignored Range: start over
+        if expected_size is None or have != expected_size:
+            resp = session.get(url, headers={"Range": "bytes=%d-" % have} if have else None, timeout=timeout)
+            if have and resp.status == 200:  # the server ignored Range: start over
                 have = 0
                 sha1 = hashlib.sha1()  # noqa: S324
-            elif have and resp.status_code == 206:
-                match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            elif have and resp.status == 206:
+                match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
                 if not match or int(match.group(1)) != have:
                     raise VsphereError("the server resumed %s at the wrong offset (%s)" % (
-                        label, resp.headers.get("Content-Range")), "remove %s and run again" % part)
-            elif resp.status_code == 416 and have:
+                        label, resp.getheader("Content-Range")), "remove %s and run again" % part)
+            elif resp.status == 416 and have:
+                resp.read()
+                session.release(resp)
                 resp = None  # nothing left to fetch
             else:
                 _check_status(resp, label)
         if resp is not None:
-            with open(part, "r+b" if have else "wb") as handle:
-                handle.seek(have)
-                handle.truncate()
-                for block in resp.iter_content(CHUNK):
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("cancelled")
-                    handle.write(block)
-                    sha1.update(block)
-                    fetched += len(block)
-                    if on_bytes:
-                        on_bytes(len(block))
-                handle.flush()
-                os.fsync(handle.fileno())
-    except requests.exceptions.Timeout:
+            fd = _local(os.open, part, os.O_WRONLY | os.O_CREAT, 0o666)
+            try:
+                _local(os.ftruncate, fd, have)
+                announced = _announced_length(resp)
+                fetched = _receive(resp, part, fd, have, sha1, on_bytes, cancel)
+                if announced is not None and fetched < announced:
+                    raise TransferBroken("the download of %s broke off after %d of %d bytes" % (
+                        label, have + fetched, have + announced),
+                        "run again: it resumes from the %d bytes already received" % (have + fetched))
+                _local(os.fsync, fd)
+            finally:
+                os.close(fd)
+            session.release(resp)
+            resp = None
+    except _LocalWriteFailed as exc:
+        raise VsphereError("writing %s failed: %s" % (part, exc.args[0].strerror or exc.args[0]),
+                           "free space in (or fix the permissions of) the dest directory, then run again: "
+                           "it resumes from the bytes already written") from None
+    except (socket.timeout, TimeoutError):
         raise TransferBroken("the download of %s stalled for more than %s s" % (label, timeout),
-                             "run again: it resumes from the %d bytes already received" % (have + fetched)) from None
-    except requests.exceptions.SSLError:
+                             "run again: it resumes from the bytes already received") from None
+    except ssl.SSLCertVerificationError:
         raise VsphereError("TLS verification failed for the download of %s" % label,
                            "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
-    except requests.exceptions.RequestException as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise TransferBroken("the download of %s broke off (%s)" % (label, type(exc).__name__),
-                             "run again: it resumes from the %d bytes already received" % (have + fetched)) from None
+                             "run again: it resumes from the bytes already received") from None
+    finally:
+        if resp is not None:
+            resp.close()
+            resp.v2kvm_conn.close()
     size = os.path.getsize(part)
     if expected_size is not None and size != expected_size:
         raise VsphereError("%s has %d bytes, the server announced %d" % (label, size, expected_size),
@@ -127,27 +385,68 @@ def download(session, url, dest, *, label, expected_size=None, on_bytes=None, ti
     return sha1.hexdigest(), size, fetched
 
 
+def fetch_range(session, url, start, length, *, label, timeout=60):
+    """The ``length`` bytes of ``url`` from ``start`` (a 206 answer), as bytes."""
+    try:
+        resp = session.get(url, headers={"Range": "bytes=%d-%d" % (start, start + length - 1)}, timeout=timeout)
+        try:
+            if resp.status != 206:
+                _check_status(resp, label)
+                raise RangeNotServed("the server ignored the byte range of %s (HTTP %d)" % (label, resp.status),
+                                     "this server cannot resume downloads; remove the .part file and run again")
+            data = resp.read()
+        except BaseException:
+            resp.close()
+            resp.v2kvm_conn.close()
+            raise
+        session.release(resp)
+        return data
+    except (socket.timeout, TimeoutError):
+        raise TransferBroken("reading %s stalled for more than %s s" % (label, timeout), "run again") from None
+    except ssl.SSLCertVerificationError:
+        raise VsphereError("TLS verification failed for the download of %s" % label,
+                           "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise TransferBroken("reading %s broke off (%s)" % (label, type(exc).__name__), "run again") from None
+
+
 def read_ranges(session, url, ranges, handle, *, label, on_bytes=None, timeout=60):
     """Copy each (start, length) of ``url`` into the open file ``handle`` at the same offset; returns bytes copied."""
     copied = 0
+    view = memoryview(bytearray(1024 * 1024))
+    fd = handle.fileno()
+    handle.flush()
     try:
         for start, length in ranges:
-            resp = session.get(url, headers={"Range": "bytes=%d-%d" % (start, start + length - 1)},
-                               stream=True, timeout=timeout, verify=session.verify)
-            if resp.status_code != 206:
-                _check_status(resp, label)
-                raise VsphereError("the server ignored the byte range of %s (HTTP %d)" % (label, resp.status_code),
-                                   "this server cannot serve changed areas; use a full copy")
-            handle.seek(start)
-            for block in resp.iter_content(CHUNK):
-                handle.write(block)
-                copied += len(block)
-                if on_bytes:
-                    on_bytes(len(block))
-    except requests.exceptions.Timeout:
+            resp = session.get(url, headers={"Range": "bytes=%d-%d" % (start, start + length - 1)}, timeout=timeout)
+            try:
+                if resp.status != 206:
+                    _check_status(resp, label)
+                    raise VsphereError("the server ignored the byte range of %s (HTTP %d)" % (label, resp.status),
+                                       "this server cannot serve changed areas; use a full copy")
+                position, end = start, start + length
+                while position < end:
+                    count = resp.readinto(view[:min(len(view), end - position)])
+                    if not count:
+                        raise TransferBroken("the server ended the range of %s early" % label, "run again")
+                    _write_all(fd, view[:count], position)
+                    position += count
+                    copied += count
+                    if on_bytes:
+                        on_bytes(count)
+                resp.read()  # the (empty) rest, so the connection can serve the next range
+            except BaseException:
+                resp.close()
+                resp.v2kvm_conn.close()
+                raise
+            session.release(resp)
+    except (socket.timeout, TimeoutError):
         raise VsphereError("reading changed areas of %s stalled for more than %s s" % (label, timeout),
                            "run again: the sync restarts from the last recorded changeId") from None
-    except requests.exceptions.RequestException as exc:
+    except ssl.SSLCertVerificationError:
+        raise VsphereError("TLS verification failed for the download of %s" % label,
+                           "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
+    except (OSError, http.client.HTTPException) as exc:
         raise VsphereError("reading changed areas of %s broke off (%s)" % (label, type(exc).__name__),
                            "run again: the sync restarts from the last recorded changeId") from None
     return copied

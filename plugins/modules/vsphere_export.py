@@ -22,7 +22,10 @@ description:
     areas the first time and afterwards only the areas C(QueryChangedDiskAreas) reports since the recorded
     changeIds, then removes the snapshot. The changeIds are kept in C(.NAME.v2kvm-warm.json) in O(dest), so any
     re-run resumes with a delta. O(cutover=true) powers the VM off first, so the last delta makes the copy final.
-  - Downloads resume with HTTP C(Range) from the C(.part) file a broken run left behind.
+  - Downloads resume with HTTP C(Range) from the C(.part) file a broken or killed run left behind. With
+    O(method=nfc) the new run gets a new lease; a C(.part) described (in the C(.part.json) beside it) as the same
+    VM, disk and backing file is resumed through it after its last MiB was compared with what the new lease
+    serves; if the lease manifest then does not confirm the whole file, the disk is downloaded again from the start.
   - Power handling. A running VM is shut down through the guest (VMware Tools) and waited for up to O(shutdown_timeout)
     seconds; a hard power-off happens only with O(allow_hard_power_off=true). If anything fails after this
     module powered the VM off, it powers the VM on again. After a successful cold export the VM stays off.
@@ -172,7 +175,9 @@ power_actions:
   type: list
   elements: str
 manifest:
-  description: Per disk, the sha1 and size of the export and whether the lease manifest confirmed it (NFC).
+  description: Per disk, the C(sha1) and C(size) of the export, whether the lease manifest confirmed it (C(verified)),
+    whether bytes downloaded by an earlier run were kept (C(resumed)) or thrown away because the manifest did not
+    confirm them (C(redownloaded)).
   returned: when method=nfc
   type: list
   elements: dict
@@ -206,7 +211,6 @@ import time
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn
-from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_transfer as vtransfer
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
 from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_module import (
@@ -350,8 +354,6 @@ def main():
                            required_one_of=[("name", "moid", "uuid")])
     if not vconn.HAS_PYVMOMI:
         module.fail_json(msg=missing_required_lib("pyvmomi"), exception=str(vconn.PYVMOMI_IMPORT_ERROR))
-    if not vtransfer.HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib("requests"), exception=str(vtransfer.REQUESTS_IMPORT_ERROR))
     from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_export as vexport
     from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_spec as vspec
 

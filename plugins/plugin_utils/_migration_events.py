@@ -122,8 +122,8 @@ class MigrationBoard:
 
     def _on_controller_event(self, event, ts):
         if event.get("type") == "task_end" and event.get("status") in ("failed", "unreachable"):
-            self._note(ts, event["host"], "FAILED %s: %s" % (event.get("task") or "",
-                                                            str(event.get("msg") or event["status"])[:500]))
+            reason = str(event.get("msg") or event["status"])[:500]
+            self._note(ts, event["host"], "FAILED %s: %s" % (event.get("task") or "", reason))
 
     def _on_run_start(self, event, ts):
         self.run_started = ts

@@ -66,6 +66,8 @@ cgroup_controllers = [ ]
 stdio_handler = "file"
 migration_port_min = {mig_min}
 migration_port_max = {mig_max}
+remote_display_port_min = {vnc_min}
+remote_display_port_max = {vnc_max}
 """
 
 
@@ -128,7 +130,10 @@ def _prepare_root(root, port, host_uuid, index):
         handle.write(LIBVIRTD_CONF.format(port=port, host_uuid=host_uuid))
     mig_min = 49300 + 20 * index
     with open(os.path.join(etc, "qemu.conf"), "w", encoding="ascii") as handle:
-        handle.write(QEMU_CONF.format(mig_min=mig_min, mig_max=mig_min + 19))
+        # Each daemon hands out display ports on its own; separate ranges keep two hosts' guests (and the
+        # system daemon's, from 5900) from being given the same VNC port.
+        vnc_min = 6100 + 100 * index
+        handle.write(QEMU_CONF.format(mig_min=mig_min, mig_max=mig_min + 19, vnc_min=vnc_min, vnc_max=vnc_min + 99))
     lib = os.path.join(root, "var_lib_libvirt")
     for sub in ("images", "qemu", "boot"):
         os.makedirs(os.path.join(lib, sub), exist_ok=True)

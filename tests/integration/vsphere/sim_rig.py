@@ -7,10 +7,13 @@ export, /folder and CBT paths of the simulator serve the bytes of a rig boot dis
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from urllib.parse import urlparse
 
@@ -76,6 +79,66 @@ class Simulator:
             pass
 
 
+class ThrottledProxy:
+    """A TCP relay in front of the simulator that passes at most ``rate`` bytes/s towards the client
+    (all connections together): a slow network, so a download can be caught and killed midway. TLS
+    goes through untouched. ``port`` is where to connect; ``close()`` stops it."""
+
+    def __init__(self, target_host, target_port, rate):
+        self.target = (target_host, target_port)
+        self.rate = rate
+        self._budget_lock = threading.Lock()
+        self._next_free = time.monotonic()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._closed = threading.Event()
+        self._sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._closed.is_set():
+            try:
+                client, unused = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _wait_for(self, count):
+        with self._budget_lock:
+            now = time.monotonic()
+            start = max(now, self._next_free)
+            self._next_free = start + count / self.rate
+        if start > now:
+            time.sleep(start - now)
+
+    def _pump(self, source, sink, throttled):
+        try:
+            while True:
+                data = source.recv(16384)
+                if not data:
+                    break
+                if throttled:
+                    self._wait_for(len(data))
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self._closed.set()
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
 def build_simulator() -> str:
     build = os.path.join(SIM_DIR, "build.sh")
     if not os.path.exists(build):
@@ -136,16 +199,11 @@ def write_esxi_disk(si, vm_dir, disk_name, raw_source, *, ds_name="LocalDS_0", a
     return f"[{ds_name}] {vm_dir}/{disk_name}.vmdk", os.path.join(folder, flat), size
 
 
-def disk_spec(datastore_path, capacity, *, key, controller_key=1000, unit=0, mode="persistent",
-              sharing=None, rdm=None):
-    if rdm:
-        backing = vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo(
-            fileName=datastore_path, compatibilityMode=rdm, diskMode=mode, deviceName="/vmfs/devices/disks/naa.1")
-    else:
-        backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
-            fileName=datastore_path, diskMode=mode, thinProvisioned=True)
-        if sharing:
-            backing.sharing = sharing
+def disk_spec(datastore_path, capacity, *, key, controller_key=1000, unit=0, mode="persistent", sharing=None):
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=datastore_path, diskMode=mode,
+                                                            thinProvisioned=True)
+    if sharing:
+        backing.sharing = sharing
     disk = vim.vm.device.VirtualDisk(key=key, controllerKey=controller_key, unitNumber=unit,
                                      capacityInKB=capacity // 1024, backing=backing)
     return vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
@@ -175,6 +233,29 @@ def create_vm(si, name, disks, *, guest_id="debian11_64Guest", firmware="bios", 
     vm = wait_task((folder or dc.vmFolder).CreateVM_Task(config=config, pool=cluster.resourcePool))
     if power_on:
         wait_task(vm.PowerOnVM_Task())
+    return vm
+
+
+def attach_as_rdm(vm, compatibility_mode, key=2000):
+    """Turn the VM's disk ``key`` into a raw device mapping (an RDM pointer file on the same datastore path).
+
+    The simulator (govmomi 0.24) cannot add a disk whose backing is not FlatVer2: updateDiskLayouts casts every
+    disk backing to FlatVer2BackingInfo and panics. An "edit" of an existing disk stores the new device list
+    first and panics afterwards, so the VM keeps its RDM disk; Go's HTTP server recovers the panic and drops
+    only that request's connection (the reconfigure task stays "running"). The VM is fit for reading
+    (inventory, pre-flight), not for anything that lays out its disks again (power, snapshot, destroy)."""
+    disk = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk) and d.key == key)
+    disk.backing = vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo(
+        fileName=disk.backing.fileName, compatibilityMode=compatibility_mode, diskMode="independent_persistent",
+        deviceName="/vmfs/devices/disks/naa.6000c29f0a1b2c3d4e5f60718293a4b5", lunUuid="02000000006000c29f0a1b2c3d")
+    edit = vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)
+    try:
+        vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[edit]))
+    except http.client.RemoteDisconnected:
+        pass  # the panic described above, after the change was stored
+    backing = next(d.backing for d in vm.config.hardware.device if d.key == key)
+    if not isinstance(backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo):
+        raise RuntimeError(f"the simulator did not keep the RDM backing of disk {key}: {type(backing).__name__}")
     return vm
 
 

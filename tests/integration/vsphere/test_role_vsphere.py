@@ -1,7 +1,8 @@
 """A vSphere VM migrated by the real playbook: export from the simulator (real disk bytes), convert,
 define, boot under TCG; the source stays off afterwards; a re-run changes nothing; the password
-shows up nowhere in the output."""
+shows up nowhere in the output. The copies in the work dir go after success and on failure, unless kept."""
 
+import os
 import shutil
 import uuid
 
@@ -22,7 +23,7 @@ POOL_PATH = f"/var/lib/libvirt/images/{POOL}"
 def vsphere_fleet(vsim, make_vm, libvirt_daemon, tmp_path):
     vm, name, _flat = make_vm(prefix="v2kvm-test-role", power_on=True)
     work = f"/var/lib/libvirt/images/{POOL}-work"
-    inventory = write_inventory(tmp_path / "inventory.yml", {
+    group_vars = {
         "ansible_connection": "local",
         "ansible_python_interpreter": "{{ ansible_playbook_python }}",
         "migrate_vm_source_type": "vsphere",
@@ -38,8 +39,13 @@ def vsphere_fleet(vsim, make_vm, libvirt_daemon, tmp_path):
         "migrate_vm_storage_pool_path": POOL_PATH,
         "migrate_vm_network_map": {"VM Network": "user"},
         "migrate_vm_boot_timeout": 300,
-    }, {name: {}})
-    yield {"vm": vm, "name": name, "inventory": inventory}
+    }
+    inventory = write_inventory(tmp_path / "inventory.yml", group_vars, {name: {}})
+
+    def variant(file_name, **overrides):
+        return write_inventory(tmp_path / file_name, dict(group_vars, **overrides), {name: {}})
+
+    yield {"vm": vm, "name": name, "inventory": inventory, "variant": variant, "work": os.path.join(work, name)}
     remove_migration("qemu:///system", [name], POOL, POOL_PATH)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -59,6 +65,7 @@ def test_vsphere_vm_migrates_boots_and_reruns_unchanged(vsphere_fleet, vsim):
         assert compare and all(c["ok"] for c in compare), verdict["checks"]
     finally:
         conn.close()
+    assert not os.path.exists(vsphere_fleet["work"]), "the exported copies go once the migration is validated"
     # After a successful cold migration the source stays off: the same guest with the same MAC must
     # not run twice. (On failure its power state is restored: tests/integration/vsphere/test_vsphere_export.py.)
     assert str(vsphere_fleet["vm"].runtime.powerState) == "poweredOff"
@@ -67,3 +74,27 @@ def test_vsphere_vm_migrates_boots_and_reruns_unchanged(vsphere_fleet, vsim):
     assert again.rc == 0, again.output[-3000:]
     assert again.stats[name]["changed"] == 0, again.changed_tasks(name)
     assert vsim.password not in again.output
+
+
+def test_failed_migration_removes_the_exported_copies_unless_kept(vsphere_fleet, vsim):
+    name, work = vsphere_fleet["name"], vsphere_fleet["work"]
+    exported = os.path.join(work, f"{name}-scsi0-0.vmdk")
+    # The guest boots but never prints this: the validation fails after export, convert and define.
+    never = {"migrate_vm_success_pattern": "V2KVM-NEVER-PRINTED", "migrate_vm_boot_timeout": 5}
+    kept = run_playbook("migrate.yml", vsphere_fleet["variant"]("kept.yml", migrate_vm_vsphere_keep_export=True,
+                                                                **never))
+    assert kept.rc != 0 and "rolled back" in kept.output, kept.output[-3000:]
+    assert kept.result_of(name, "Copy the disks (export, or warm sync plus cutover)")["changed"]
+    assert os.path.getsize(exported) > 0, "migrate_vm_vsphere_keep_export: true keeps the copies for a re-run"
+
+    failed = run_playbook("migrate.yml", vsphere_fleet["variant"]("failing.yml", **never))
+    assert failed.rc != 0 and "rolled back" in failed.output, failed.output[-3000:]
+    assert not failed.result_of(name, "Copy the disks (export, or warm sync plus cutover)")["changed"], \
+        "the export recorded by the first run is reused"
+    assert not os.path.exists(work), "the rollback removes what this run exported"
+    conn = libvirt.open("qemu:///system")
+    try:
+        assert name not in [dom.name() for dom in conn.listAllDomains()], "the rollback removes the domain too"
+    finally:
+        conn.close()
+    assert vsim.password not in kept.output + failed.output

@@ -171,3 +171,83 @@ def test_killed_datastore_download_resumes_with_range_and_ends_identical(vsim, v
                           check=False)
     assert same.returncode == 0, same.stdout + same.stderr
     assert vsim.password not in raw
+
+
+def _random_tail_vm(vsi, boot_raw, tmp_path, name, tail):
+    """A powered-off VM whose disk is the rig boot disk followed by ``tail`` random bytes: its streamOptimized
+    export cannot compress them away, so the download is long enough to be killed midway."""
+    source = tmp_path / "random-tail.raw"
+    shutil.copyfile(boot_raw, source)
+    with open(source, "ab") as handle:
+        handle.write(os.urandom(tail))
+    dsp, flat, size = sim_rig.write_esxi_disk(vsi, name, name, str(source))
+    source.unlink()
+    sim_rig.create_vm(vsi, name, [sim_rig.disk_spec(dsp, size, key=2000)])
+    return flat
+
+
+def _kill_when(proc, path, at_least, what):
+    try:
+        deadline = time.monotonic() + 120
+        while not (path.exists() and path.stat().st_size >= at_least):
+            assert proc.poll() is None, "%s ended before it could be killed: %s" % (what, proc.communicate()[1])
+            assert time.monotonic() < deadline, "%s never started" % what
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # no handler runs: what a crash or an OOM kill leaves behind
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_nfc_download_killed_in_one_lease_resumes_in_a_new_lease(vsim, vsi, boot_raw, tmp_path):
+    name = f"v2kvm-test-nfckill-{uuid.uuid4().hex[:6]}"
+    flat = _random_tail_vm(vsi, boot_raw, tmp_path, name, 48 << 20)
+    dest, other = tmp_path / "dest", tmp_path / "other"
+    dest.mkdir()
+    other.mkdir()
+    part = dest / f"{name}-scsi0-0.vmdk.part"
+    # 8 MB/s between the module and the simulator: the first run is still downloading when it is killed.
+    proxy = sim_rig.ThrottledProxy(vsim.host, vsim.port, 8 << 20)
+    try:
+        args = vsphere_args(vsim, name=name, dest=str(dest), port=proxy.port)
+        proc = start_module("vsphere_export", tmp_path, **args)
+        _kill_when(proc, part, 12 << 20, "the NFC download")
+    finally:
+        proxy.close()
+    kept = part.stat().st_size
+    assert (dest / f"{name}-scsi0-0.vmdk.part.json").exists(), "the partial file is described for the next run"
+    # The same partial file with one byte changed well inside the kept data, where the resume check does
+    # not look: only the manifest can tell, and the disk must then be downloaded again from the start.
+    for suffix in (".part", ".part.json"):
+        shutil.copyfile(f"{dest}/{name}-scsi0-0.vmdk{suffix}", f"{other}/{name}-scsi0-0.vmdk{suffix}")
+    with open(other / part.name, "r+b") as handle:
+        handle.seek(kept // 2)
+        byte = handle.read(1)
+        handle.seek(kept // 2)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+    result, raw = run_module("vsphere_export", tmp_path, **vsphere_args(vsim, name=name, dest=str(dest)))
+    assert not result.get("failed"), result
+    check = result["manifest"][0]
+    assert check["verified"] and check["resumed"] and not check["redownloaded"], check
+    stream = check["size"]
+    assert kept < stream, "the first run was killed midway"
+    assert result["bytes_fetched"] < stream, "the new lease resumed instead of downloading everything"
+    # The rest of the stream, plus the head and the 1 MiB sample read again to check the kept bytes.
+    assert result["bytes_fetched"] <= stream - kept + (64 << 10) + (1 << 20)
+    assert not part.exists() and not (dest / f"{name}-scsi0-0.vmdk.part.json").exists()
+    same = _identical(flat, str(dest / f"{name}-scsi0-0.vmdk"))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert vsim.password not in raw
+
+    caught, unused = run_module("vsphere_export", tmp_path, **vsphere_args(vsim, name=name, dest=str(other)))
+    assert not caught.get("failed"), caught
+    check = caught["manifest"][0]
+    assert check["verified"] and check["redownloaded"] and not check["resumed"], check
+    assert caught["bytes_fetched"] > stream, "the wrong resume was thrown away and the disk fetched whole"
+    same = _identical(flat, str(other / f"{name}-scsi0-0.vmdk"))
+    assert same.returncode == 0, same.stdout + same.stderr

@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 import sim_rig
+import yaml
+from pyVmomi import vim
 from vsphere.conftest import vsphere_args
 from helpers import COLLECTIONS, REPO, run_module
 
@@ -88,3 +90,30 @@ keyed_groups:
     assert name in data["vsphere_os_linux"]["hosts"]
     assert all(v["v2kvm_spec"] is None or v["v2kvm_spec"]["source"]["power_state"] == "poweredOn"
                for v in hostvars.values()), "the filter keeps only running VMs"
+
+
+def test_inventory_groups_by_custom_attribute(vsim, vsi, make_vm, tmp_path):
+    vm, name, unused = make_vm()
+    other = make_vm()[1]
+    fields = vsi.RetrieveContent().customFieldsManager
+    # Attribute definitions are global to the (shared) simulator: a name of this test's own.
+    attribute = "wave-" + name[-6:]
+    field = fields.AddCustomFieldDef(name=attribute, moType=vim.VirtualMachine)
+    fields.SetField(entity=vm, key=field.key, value="3 (night)")
+    # The attribute selects the VM; the second VM is kept by its path, to see a VM without attributes.
+    wanted = "vsphere_attributes.\"%s\" == '3 (night)' || contains(vsphere_path, '%s')" % (attribute, other)
+    config = tmp_path / "waves.vsphere.yml"
+    config.write_text(yaml.safe_dump({"plugin": "v2kvm.migrate.vsphere", "hostname": vsim.host, "port": vsim.port,
+                                      "username": vsim.username, "validate_certs": False, "filters": [wanted]}))
+    env = dict(os.environ, VMWARE_PASSWORD=vsim.password, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
+               ANSIBLE_INVENTORY_ENABLED="v2kvm.migrate.vsphere")
+    proc = subprocess.run([os.path.join(REPO, ".venv", "bin", "ansible-inventory"), "-i", str(config), "--list"],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout, object_hook=lambda d: d.get("__ansible_unsafe", d) if len(d) == 1 else d)
+    group = "vsphere_attr_wave_%s_3__night" % name[-6:]
+    assert data[group]["hosts"] == [name], data.keys()
+    hostvars = data["_meta"]["hostvars"]
+    assert sorted(hostvars) == sorted([name, other]), "the filter on the attribute selects the VM"
+    assert hostvars[name]["vsphere_attributes"] == {attribute: "3 (night)"}
+    assert hostvars[other]["vsphere_attributes"] == {} and hostvars[other]["vsphere_tags"] == []

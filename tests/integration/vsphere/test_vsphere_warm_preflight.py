@@ -87,7 +87,8 @@ def test_tiny_downtime_budget_stops_at_max_syncs_with_a_clear_message(sim_binary
 def _rule_vm(make_vm, rule):
     dev = vim.vm.device
     if rule == "rdm":
-        return make_vm(disk_options={"rdm": "physicalMode"})
+        vm, name, flat = make_vm()
+        return sim_rig.attach_as_rdm(vm, "physicalMode"), name, flat
     if rule == "independent_disk":
         return make_vm(disk_options={"mode": "independent_persistent"})
     if rule == "shared_disk":
@@ -115,7 +116,7 @@ def _rule_vm(make_vm, rule):
 
 
 @pytest.mark.parametrize("rule,severity,mode", [
-    ("independent_disk", "critical", "warm"), ("shared_disk", "critical", "cold"),
+    ("rdm", "critical", "cold"), ("independent_disk", "critical", "warm"), ("shared_disk", "critical", "cold"),
     ("snapshots", "warning", "cold"), ("cbt", "info", "warm"), ("vtpm", "critical", "cold"),
     ("pci_passthrough", "critical", "cold"), ("usb_controller", "info", "cold"), ("secure_boot", "warning", "cold"),
     ("guest_os", "critical", "cold"), ("target_space", "critical", "cold"), ("name_conflict", "critical", "cold"),

@@ -79,3 +79,15 @@ def test_independent_disk_is_critical_only_for_warm():
 
 def test_scrub_hides_secrets():
     assert scrub("login pw=hunter2 failed", ["hunter2", None, ""]) == "login pw=******** failed"
+
+
+def test_custom_attributes_and_soap_tags():
+    value = vim.CustomFieldsManager.StringValue
+    props = {"customValue": [value(key=101, value="3"), value(key=102, value="db"), value(key=999, value="gone"),
+                             value(key=101, value="4")],
+             "tag": [vim.Tag(key="SYSTEM/migrate"), vim.Tag(key="SYSTEM/migrate"), vim.Tag(key="gold")]}
+    attributes, tags = vspec.attributes_and_tags(props, {101: "wave", 102: "role"})
+    # The last value of a key wins; a value whose definition is gone is not shown.
+    assert attributes == {"wave": "4", "role": "db"}
+    assert tags == ["SYSTEM/migrate", "gold"]
+    assert vspec.attributes_and_tags({"name": "web01"}, {}) == ({}, [])
