@@ -146,20 +146,7 @@ def test_killed_datastore_download_resumes_with_range_and_ends_identical(vsim, v
     part = dest / f"{name}-scsi0-0.raw.part"
     args = vsphere_args(vsim, name=name, dest=str(dest), method="datastore")
     proc = start_module("vsphere_export", tmp_path, **args)
-    try:
-        deadline = time.monotonic() + 120
-        while not (part.exists() and part.stat().st_size >= 32 << 20):
-            assert proc.poll() is None, "the download ended before it could be killed: %s" % proc.communicate()[1]
-            assert time.monotonic() < deadline, "the download never started"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)  # no handler runs: what a crash or an OOM kill leaves behind
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    _kill_when(proc, part, 32 << 20, "the download")
     kept = part.stat().st_size
     assert 0 < kept < size, "the killed run left a partial file"
 
