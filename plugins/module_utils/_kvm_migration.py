@@ -44,6 +44,11 @@ class MigrationFailed(Exception):
     """The migration started and failed; the message says where the guest is now."""
 
 
+class Stopped(Exception):
+    """Raised by the module's SIGTERM handler: the run was stopped (Ctrl-C on the controller, or the orphan
+    watchdog found the controller gone). A live migration is aborted, a cold one rolled back."""
+
+
 def _xml(text):
     # libvirt's own XML from the daemon we talk to.
     return ElementTree.fromstring(text)  # noqa: S314
@@ -187,7 +192,8 @@ def live_params(opts):
 
 
 def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.monotonic):
-    """Run the live migration; return {"escalated": [...], "aborted": False, "elapsed": s}.
+    """Run the live migration; return {"escalated": [...], "elapsed": s} plus "abort_missed" (why) when
+    the time limit or a stop came but the job completed anyway.
 
     ``opts``: copy_storage (all|none), migrate_uri, bandwidth_mib, max_downtime_ms, auto_converge,
     post_copy, post_copy_after (s), timeout (s). ``progress`` has update(stage, done, total).
@@ -206,44 +212,55 @@ def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.
     escalated = []
     downtime_set = not opts.get("max_downtime_ms")
     aborted = None
+    refusal = None
     stage = "live-migrate"
     while thread.is_alive():
-        thread.join(poll)
-        if not thread.is_alive():
-            break
-        elapsed = clock() - started
         try:
-            stats = src_dom.jobStats(0)
-        except libvirt.libvirtError:
-            stats = {}
-        active = stats.get("type", 0) not in (0, getattr(libvirt, "VIR_DOMAIN_JOB_NONE", 0))
-        if active and not downtime_set:
+            thread.join(poll)
+            if not thread.is_alive():
+                break
+            elapsed = clock() - started
             try:
-                src_dom.migrateSetMaxDowntime(int(opts["max_downtime_ms"]), 0)
-                downtime_set = True
+                stats = src_dom.jobStats(0)
             except libvirt.libvirtError:
-                pass  # the job may not have reached the migration phase yet: retried next poll
-        if active and progress is not None:
-            progress.update(stage, int(stats.get("data_processed", 0)), int(stats.get("data_total", 0)))
-        if (opts.get("post_copy") and "post-copy" not in escalated and active
-                and elapsed >= float(opts.get("post_copy_after") or 0)
-                and int(stats.get("memory_iteration", 0)) >= 2):
-            # Pre-copy did not converge in time: the guest moves now and pulls its missing pages on demand.
-            try:
-                src_dom.migrateStartPostCopy(0)
-                escalated.append("post-copy")
-                stage = "post-copy"
-            except libvirt.libvirtError:
-                pass
-        timeout = opts.get("timeout")
-        if timeout and elapsed >= timeout and "post-copy" not in escalated:
+                stats = {}
+            active = stats.get("type", 0) not in (0, getattr(libvirt, "VIR_DOMAIN_JOB_NONE", 0))
+            if active and not downtime_set:
+                try:
+                    src_dom.migrateSetMaxDowntime(int(opts["max_downtime_ms"]), 0)
+                    downtime_set = True
+                except libvirt.libvirtError:
+                    pass  # the job may not have reached the migration phase yet: retried next poll
+            if active and progress is not None:
+                progress.update(stage, int(stats.get("data_processed", 0)), int(stats.get("data_total", 0)))
+            if (opts.get("post_copy") and "post-copy" not in escalated and active and aborted is None
+                    and elapsed >= float(opts.get("post_copy_after") or 0)
+                    and int(stats.get("memory_iteration", 0)) >= 2):
+                # Pre-copy did not converge in time: the guest moves now and pulls its missing pages on demand.
+                try:
+                    src_dom.migrateStartPostCopy(0)
+                    escalated.append("post-copy")
+                    stage = "post-copy"
+                except libvirt.libvirtError:
+                    pass
+            timeout = opts.get("timeout")
+            if aborted is None and timeout and elapsed >= timeout and "post-copy" not in escalated:
+                aborted = "timeout of %d s reached" % timeout
+        except Stopped as exc:
+            # The module's SIGTERM handler (the run was stopped, or the orphan watchdog fired) raised here:
+            # the migration is aborted below like a timed-out one, so the guest stays on its source. In
+            # post-copy there is nothing to abort (the guest already runs on the target); it finishes.
+            if aborted is not None or "post-copy" in escalated:
+                continue
+            aborted = "stopped: %s" % exc
+        if aborted is not None and "post-copy" not in escalated:
             # Asked at every poll until the job ends: an abort accepted while the job is still being set
             # up (or copying storage before memory) can be a no-op in QEMU, and the job would then finish.
-            aborted = "timeout of %d s reached" % timeout
             try:
                 src_dom.abortJob()
-            except libvirt.libvirtError:
-                pass  # not abortable at this instant: asked again at the next poll
+                refusal = "libvirt accepted the abort, but the job went on"
+            except libvirt.libvirtError as exc:
+                refusal = "libvirt refused the abort: %s" % exc  # asked again at the next poll
     error = outcome.get("error")
     elapsed = clock() - started
     if error is not None:
@@ -257,8 +274,12 @@ def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.
         kind = "aborted" if (aborted or "abort" in str(error).lower() or "cancel" in str(error).lower()) else "failed"
         raise MigrationFailed("live migration of %s %s after %.1f s (%s); %s"
                               % (src_dom.name(), kind, elapsed, reason, where))
-    return {"escalated": (["auto-converge"] if opts.get("auto_converge") else []) + escalated,
-            "elapsed": round(elapsed, 3)}
+    result = {"escalated": (["auto-converge"] if opts.get("auto_converge") else []) + escalated,
+              "elapsed": round(elapsed, 3)}
+    if aborted is not None and "post-copy" not in escalated:
+        # The time limit (or a stop) came, yet the migration completed: the guest runs on the target.
+        result["abort_missed"] = "%s, but the migration completed (%s)" % (aborted, refusal or "no abort was sent")
+    return result
 
 
 def _still_active(dom):
@@ -389,12 +410,13 @@ def cold_migrate(src_conn, dst_conn, src_dom, opts, progress=None):
     was_running = bool(src_dom.isActive())
     domain_xml = src_dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
     disks = disk_sources(domain_xml)
-    stopped = shut_down(src_dom, opts["shutdown_timeout"], opts["force_shutdown"])
     created_paths = []
     dst_dom = None
     new_paths = {}
     copied = 0
     try:
+        # Inside the rollback: a stop while the guest shuts down must start it again on the source.
+        stopped = shut_down(src_dom, opts["shutdown_timeout"], opts["force_shutdown"])
         if opts.get("copy_storage") == "all" and disks:
             dst_pool = dst_conn.storagePoolLookupByName(opts["target_pool"])
             total = 0

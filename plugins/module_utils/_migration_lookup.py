@@ -1,7 +1,11 @@
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Find what a target host already holds of a source's migration, from the v2kvm metadata in its
-libvirt domains (docs/architecture.md: the migration state lives on the target)."""
+libvirt domains (docs/architecture.md: the migration state lives on the target).
+
+The host side (``records``, ``describe``) reads libvirt and stats source files; ``verdict`` turns
+records into the module's answer and needs neither, so the controller can answer many VMs from one
+listing of a host (plugins/action/migration_state.py)."""
 
 from __future__ import annotations
 
@@ -11,31 +15,21 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metad
 
 # libvirt's VIR_DOMAIN_XML_INACTIVE, so this file needs no libvirt import of its own.
 VIR_DOMAIN_XML_INACTIVE = 2
-
-
-def source_changes(recorded, source_path):
-    """How the source file differs from the one the migration was made from ([] when it does not)."""
-    try:
-        stat = os.stat(source_path)
-    except OSError as exc:
-        return ["the source cannot be read here: %s" % exc.strerror]
-    changes = []
-    if recorded.get("size") is None or recorded.get("mtime_ns") is None:
-        changes.append("no fingerprint of the source was recorded")
-    else:
-        if recorded["size"] != stat.st_size:
-            changes.append("size %s -> %s" % (recorded["size"], stat.st_size))
-        if recorded["mtime_ns"] != stat.st_mtime_ns:
-            changes.append("modified since the migration")
-    return changes
-
-
 FILE_SOURCES = ("ova", "ovf", "vmdk")
 
 
-def migrations_of(conn, source_path=None, name=None):
-    """Every domain with v2kvm metadata naming this source file, or (with ``name``) that domain."""
-    wanted = os.path.realpath(source_path) if source_path else None
+def file_stat(path):
+    """What ``verdict`` compares against the recorded fingerprint: size and mtime, or why not."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        return {"error": exc.strerror}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def records(conn, name=None):
+    """One record per domain carrying v2kvm metadata (only ``name`` when given): its name, whether
+    it runs, the metadata, the real path of a recorded source path and, for file sources, its current stat."""
     found = []
     for dom in conn.listAllDomains(0):
         if name and dom.name() != name:
@@ -44,31 +38,52 @@ def migrations_of(conn, source_path=None, name=None):
         meta = meta_xml.from_domain_xml(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0))
         if meta is None:
             continue
+        record = {"name": dom.name(), "running": bool(dom.isActive()), "metadata": meta}
         source = meta.get("source") or {}
-        if wanted is None or (source.get("path") and os.path.realpath(source["path"]) == wanted):
-            found.append((dom, meta))
+        if source.get("path"):
+            record["source_realpath"] = os.path.realpath(source["path"])
+            if source.get("type") in FILE_SOURCES:
+                record["source_stat"] = file_stat(source["path"])
+        found.append(record)
     return found
 
 
-def describe(conn, source_path=None, name=None):
-    """The module's result: is there a finished migration of this source, and if not, why not.
+def source_changes(recorded, stat):
+    """How the source file differs from the one the migration was made from ([] when it does not)."""
+    if "error" in stat:
+        return ["the source cannot be read here: %s" % stat["error"]]
+    if recorded.get("size") is None or recorded.get("mtime_ns") is None:
+        return ["no fingerprint of the source was recorded"]
+    changes = []
+    if recorded["size"] != stat["size"]:
+        changes.append("size %s -> %s" % (recorded["size"], stat["size"]))
+    if recorded["mtime_ns"] != stat["mtime_ns"]:
+        changes.append("modified since the migration")
+    return changes
 
-    A file source (OVA, OVF, VMDK) must also be unchanged since; for other sources (vSphere) the
-    domain is found by name and its validation is what counts."""
-    found = migrations_of(conn, source_path, name)
+
+def verdict(found, source_path=None, name=None):
+    """The module's result from the records of the domains migrated from this source.
+
+    A file source (OVA, OVF, VMDK) must also be unchanged since (``source_stat`` of the record, the
+    stat of the same file as ``source_path``); for other sources (vSphere) the domain is found by
+    name and its validation is what counts."""
     result = {"found": bool(found), "complete": False, "name": None, "phase": None, "running": None,
               "validated_at": None, "source_changes": [], "reason": None}
     if not found:
         result["reason"] = "no domain on this host was migrated from %s" % (source_path or name)
         return result
     if len(found) > 1:
-        names = ", ".join(sorted(pair[0].name() for pair in found))
+        names = ", ".join(sorted(record["name"] for record in found))
         result["reason"] = "several domains were migrated from this source (%s): set the VM name" % names
         return result
-    dom, meta = found[0]
+    record = found[0]
+    meta = record["metadata"]
     recorded = meta.get("source") or {}
-    changes = source_changes(recorded, source_path) if source_path and recorded.get("type") in FILE_SOURCES else []
-    result.update(name=dom.name(), phase=meta.get("phase"), running=bool(dom.isActive()),
+    changes = []
+    if source_path and recorded.get("type") in FILE_SOURCES:
+        changes = source_changes(recorded, record.get("source_stat", {"error": "no source file was recorded"}))
+    result.update(name=record["name"], phase=meta.get("phase"), running=record["running"],
                   validated_at=meta.get("validated_at"), source_changes=changes)
     if meta.get("phase") != "validated":
         result["reason"] = "the migration reached phase %r, not 'validated'" % meta.get("phase")
@@ -78,3 +93,34 @@ def describe(conn, source_path=None, name=None):
         result["complete"] = True
         result["reason"] = "migrated and validated %s" % meta.get("validated_at")
     return result
+
+
+def _from_source(record, real_source_path):
+    return record.get("source_realpath") == real_source_path
+
+
+def describe(conn, source_path=None, name=None):
+    """Is there a finished migration of this source on the host behind ``conn``, and if not, why not."""
+    found = records(conn, name)
+    if source_path:
+        real = os.path.realpath(source_path)
+        found = [record for record in found if _from_source(record, real)]
+    return verdict(found, source_path, name)
+
+
+def verdict_from_listing(listing, source_path=None, name=None):
+    """``describe``'s answer computed from a host's ``records`` (taken there moments ago), or None
+    when the listing cannot settle it exactly.
+
+    The real path of ``source_path`` can only be worked out on the host. When ``source_path`` is
+    already the real path recorded for some domain, the domains migrated from it are exactly those
+    recorded with that real path, and their ``source_stat`` is the stat of ``source_path``. Only a
+    complete migration is answered: anything else is asked of the host again, so a listing that is
+    a moment old can at worst send a VM down the exact path."""
+    found = [record for record in listing if not name or record["name"] == name]
+    if source_path:
+        if not any(_from_source(record, source_path) for record in found):
+            return None
+        found = [record for record in found if _from_source(record, source_path)]
+    result = verdict(found, source_path, name)
+    return result if result["complete"] else None

@@ -11,6 +11,9 @@ the producer goes quiet, so readers see at least one line per ``interval`` while
 under way and can tell a stall (rate decaying towards 0) from a dead writer (no lines).
 Each line goes out with a single write() on an O_APPEND descriptor, so a reader never
 sees half a line from this writer.
+
+The writer also starts the orphan watchdog (``_orphan_watch``) on ``<path>.alive``, so every module that
+reports progress through the progress channel stops itself (SIGTERM) when its controller stops polling.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import math
 import os
 import threading
 import time
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils._orphan_watch import OrphanWatch, heartbeat_path
 
 
 class ProgressWriter:
@@ -39,6 +44,7 @@ class ProgressWriter:
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
         self._heartbeat.start()
+        self._orphan_watch = OrphanWatch(heartbeat_path(path)).start()
 
     def update(self, stage: str, done: int, total: int) -> None:
         with self._lock:
@@ -53,6 +59,7 @@ class ProgressWriter:
         """Stop the heartbeat and close the file (the caller writes its final stage first)."""
         self._stop.set()
         self._heartbeat.join()
+        self._orphan_watch.stop()
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)

@@ -17,6 +17,7 @@ before the rename cost little wall time (docs/performance.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -315,6 +316,58 @@ def _announced_length(resp):
         return None
 
 
+def _range_header(start, length):
+    return {"Range": "bytes=%d-%d" % (start, start + length - 1)}
+
+
+def _check_range(resp, label, error, fix):
+    """Raise unless ``resp`` is the 206 answer to a byte-range request."""
+    if resp.status != 206:
+        _check_status(resp, label)
+        raise error("the server ignored the byte range of %s (HTTP %d)" % (label, resp.status), fix)
+
+
+@contextlib.contextmanager
+def _response(session, url, headers, timeout, *, label, what, fix, broken=TransferBroken):
+    """The open response of a GET of ``url`` for the ``with`` block to read: released for the next request
+    afterwards, closed with its connection when the block fails. A stall or a broken connection, while
+    asking or in the block, raises ``broken`` worded "<what> stalled ..." / "<what> broke off ..." with the
+    caller's ``fix``; a refused certificate raises VsphereError."""
+    try:
+        resp = session.get(url, headers=headers, timeout=timeout)
+        try:
+            yield resp
+        except BaseException:
+            resp.close()
+            resp.v2kvm_conn.close()
+            raise
+        session.release(resp)
+    except (socket.timeout, TimeoutError):
+        raise broken("%s stalled for more than %s s" % (what, timeout), fix) from None
+    except ssl.SSLCertVerificationError:
+        raise VsphereError("TLS verification failed for the download of %s" % label,
+                           "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise broken("%s broke off (%s)" % (what, type(exc).__name__), fix) from None
+
+
+def _receive_part(resp, part, have, sha1, on_bytes, cancel, label):
+    """Write the body of ``resp`` into ``part`` from ``have``, flushed to disk; returns the bytes received."""
+    fd = _local(os.open, part, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        _local(os.ftruncate, fd, have)
+        announced = _announced_length(resp)
+        fetched = _receive(resp, part, fd, have, sha1, on_bytes, cancel)
+        if announced is not None and fetched < announced:
+            raise TransferBroken("the download of %s broke off after %d of %d bytes" % (
+                label, have + fetched, have + announced),
+                "run again: it resumes from the %d bytes already received" % (have + fetched))
+        _local(os.fsync, fd)
+    finally:
+        os.close(fd)
+    return fetched
+
+
 def download(session, url, dest, *, label, expected_size=None, on_bytes=None, timeout=60, cancel=None):
     """Download ``url`` to ``dest`` resuming ``dest.part``; returns (sha1 hex, size, bytes fetched now)."""
     part = dest + ".part"
@@ -327,56 +380,29 @@ def download(session, url, dest, *, label, expected_size=None, on_bytes=None, ti
         if on_bytes:
             on_bytes(have, resumed=True)
     fetched = 0
-    resp = None
     try:
         if expected_size is None or have != expected_size:
-            resp = session.get(url, headers={"Range": "bytes=%d-" % have} if have else None, timeout=timeout)
-            if have and resp.status == 200:  # the server ignored Range: start over
-                have = 0
-                sha1 = hashlib.sha1()  # noqa: S324
-            elif have and resp.status == 206:
-                match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
-                if not match or int(match.group(1)) != have:
-                    raise VsphereError("the server resumed %s at the wrong offset (%s)" % (
-                        label, resp.getheader("Content-Range")), "remove %s and run again" % part)
-            elif resp.status == 416 and have:
-                resp.read()
-                session.release(resp)
-                resp = None  # nothing left to fetch
-            else:
-                _check_status(resp, label)
-        if resp is not None:
-            fd = _local(os.open, part, os.O_WRONLY | os.O_CREAT, 0o666)
-            try:
-                _local(os.ftruncate, fd, have)
-                announced = _announced_length(resp)
-                fetched = _receive(resp, part, fd, have, sha1, on_bytes, cancel)
-                if announced is not None and fetched < announced:
-                    raise TransferBroken("the download of %s broke off after %d of %d bytes" % (
-                        label, have + fetched, have + announced),
-                        "run again: it resumes from the %d bytes already received" % (have + fetched))
-                _local(os.fsync, fd)
-            finally:
-                os.close(fd)
-            session.release(resp)
-            resp = None
+            with _response(session, url, {"Range": "bytes=%d-" % have} if have else None, timeout, label=label,
+                           what="the download of %s" % label,
+                           fix="run again: it resumes from the bytes already received") as resp:
+                if have and resp.status == 416:
+                    resp.read()  # nothing left to fetch
+                else:
+                    if have and resp.status == 200:  # the server ignored Range: start over
+                        have = 0
+                        sha1 = hashlib.sha1()  # noqa: S324
+                    elif have and resp.status == 206:
+                        match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
+                        if not match or int(match.group(1)) != have:
+                            raise VsphereError("the server resumed %s at the wrong offset (%s)" % (
+                                label, resp.getheader("Content-Range")), "remove %s and run again" % part)
+                    else:
+                        _check_status(resp, label)
+                    fetched = _receive_part(resp, part, have, sha1, on_bytes, cancel, label)
     except _LocalWriteFailed as exc:
         raise VsphereError("writing %s failed: %s" % (part, exc.args[0].strerror or exc.args[0]),
                            "free space in (or fix the permissions of) the dest directory, then run again: "
                            "it resumes from the bytes already written") from None
-    except (socket.timeout, TimeoutError):
-        raise TransferBroken("the download of %s stalled for more than %s s" % (label, timeout),
-                             "run again: it resumes from the bytes already received") from None
-    except ssl.SSLCertVerificationError:
-        raise VsphereError("TLS verification failed for the download of %s" % label,
-                           "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise TransferBroken("the download of %s broke off (%s)" % (label, type(exc).__name__),
-                             "run again: it resumes from the bytes already received") from None
-    finally:
-        if resp is not None:
-            resp.close()
-            resp.v2kvm_conn.close()
     size = os.path.getsize(part)
     if expected_size is not None and size != expected_size:
         raise VsphereError("%s has %d bytes, the server announced %d" % (label, size, expected_size),
@@ -387,27 +413,11 @@ def download(session, url, dest, *, label, expected_size=None, on_bytes=None, ti
 
 def fetch_range(session, url, start, length, *, label, timeout=60):
     """The ``length`` bytes of ``url`` from ``start`` (a 206 answer), as bytes."""
-    try:
-        resp = session.get(url, headers={"Range": "bytes=%d-%d" % (start, start + length - 1)}, timeout=timeout)
-        try:
-            if resp.status != 206:
-                _check_status(resp, label)
-                raise RangeNotServed("the server ignored the byte range of %s (HTTP %d)" % (label, resp.status),
-                                     "this server cannot resume downloads; remove the .part file and run again")
-            data = resp.read()
-        except BaseException:
-            resp.close()
-            resp.v2kvm_conn.close()
-            raise
-        session.release(resp)
-        return data
-    except (socket.timeout, TimeoutError):
-        raise TransferBroken("reading %s stalled for more than %s s" % (label, timeout), "run again") from None
-    except ssl.SSLCertVerificationError:
-        raise VsphereError("TLS verification failed for the download of %s" % label,
-                           "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise TransferBroken("reading %s broke off (%s)" % (label, type(exc).__name__), "run again") from None
+    with _response(session, url, _range_header(start, length), timeout, label=label, what="reading %s" % label,
+                   fix="run again") as resp:
+        _check_range(resp, label, RangeNotServed,
+                     "this server cannot resume downloads; remove the .part file and run again")
+        return resp.read()
 
 
 def read_ranges(session, url, ranges, handle, *, label, on_bytes=None, timeout=60):
@@ -416,37 +426,21 @@ def read_ranges(session, url, ranges, handle, *, label, on_bytes=None, timeout=6
     view = memoryview(bytearray(1024 * 1024))
     fd = handle.fileno()
     handle.flush()
-    try:
-        for start, length in ranges:
-            resp = session.get(url, headers={"Range": "bytes=%d-%d" % (start, start + length - 1)}, timeout=timeout)
-            try:
-                if resp.status != 206:
-                    _check_status(resp, label)
-                    raise VsphereError("the server ignored the byte range of %s (HTTP %d)" % (label, resp.status),
-                                       "this server cannot serve changed areas; use a full copy")
-                position, end = start, start + length
-                while position < end:
-                    count = resp.readinto(view[:min(len(view), end - position)])
-                    if not count:
-                        raise TransferBroken("the server ended the range of %s early" % label, "run again")
-                    _write_all(fd, view[:count], position)
-                    position += count
-                    copied += count
-                    if on_bytes:
-                        on_bytes(count)
-                resp.read()  # the (empty) rest, so the connection can serve the next range
-            except BaseException:
-                resp.close()
-                resp.v2kvm_conn.close()
-                raise
-            session.release(resp)
-    except (socket.timeout, TimeoutError):
-        raise VsphereError("reading changed areas of %s stalled for more than %s s" % (label, timeout),
-                           "run again: the sync restarts from the last recorded changeId") from None
-    except ssl.SSLCertVerificationError:
-        raise VsphereError("TLS verification failed for the download of %s" % label,
-                           "trust the vCenter/ESXi CA certificate, or set validate_certs: false for a lab") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise VsphereError("reading changed areas of %s broke off (%s)" % (label, type(exc).__name__),
-                           "run again: the sync restarts from the last recorded changeId") from None
+    for start, length in ranges:
+        # Not TransferBroken: a warm sync does not resume a range, it restarts from the recorded changeId.
+        with _response(session, url, _range_header(start, length), timeout, label=label,
+                       what="reading changed areas of %s" % label,
+                       fix="run again: the sync restarts from the last recorded changeId", broken=VsphereError) as resp:
+            _check_range(resp, label, VsphereError, "this server cannot serve changed areas; use a full copy")
+            position, end = start, start + length
+            while position < end:
+                count = resp.readinto(view[:min(len(view), end - position)])
+                if not count:
+                    raise TransferBroken("the server ended the range of %s early" % label, "run again")
+                _write_all(fd, view[:count], position)
+                position += count
+                copied += count
+                if on_bytes:
+                    on_bytes(count)
+            resp.read()  # the (empty) rest, so the connection can serve the next range
     return copied

@@ -301,6 +301,8 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
     params = module.params
     dest, dest_format, verify = params["dest"], params["dest_format"], params["verify"]
     part = state_store.part_path(dest)
+    # Before the progress writer: its orphan watch stops the module with SIGTERM.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     progress = ProgressWriter(params["progress_file"]) if params["progress_file"] else None
     hashed = {}
 
@@ -315,7 +317,6 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
         # The second core hashes the source bytes while qemu-img decodes them; both hit the page cache.
         hasher = threading.Thread(target=hash_source, name="source-sha256", daemon=True)
         hasher.start()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     done = 0
     try:
         _remove(part)
@@ -384,7 +385,8 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
             module.fail_json(msg="converting %s to %s failed, nothing was left at %s: %s"
                                  % (_qemu_img.describe_source(source), dest_format, dest, exc))
         raise
-    signal.signal(signal.SIGTERM, previous)
+    # The disk is in place: a stop now would leave it without its sidecar, so finish first (milliseconds).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     state = {
         "source": fingerprint,
         "source_sha256": known_sha256.lower() if known_sha256 else hashed.get("sha256"),
@@ -400,6 +402,7 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
     if progress:
         progress.update("done", virtual_size, virtual_size)
         progress.close()
+    signal.signal(signal.SIGTERM, previous)
     return state
 
 

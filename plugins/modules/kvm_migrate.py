@@ -204,6 +204,13 @@ escalated:
   returned: after a live migration
   type: list
   elements: str
+abort_missed:
+  description:
+    - Set when the O(timeout) was reached (or the run was stopped) but libvirt did not abort the live migration
+      in time and it completed; the guest runs on the target. Says why (libvirt's refusal). A warning says the same.
+  returned: after a live migration that completed although it was to be aborted
+  type: str
+  sample: "timeout of 600 s reached, but the migration completed (libvirt refused the abort: ...)"
 stats:
   description: libvirt's job stats of the finished live migration.
   returned: after a live migration
@@ -243,6 +250,7 @@ msg:
   type: str
 """
 
+import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -257,6 +265,12 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
 from ansible_collections.v2kvm.migrate.plugins.module_utils._serial_verdict import PatternError, compile_patterns
+
+
+def _on_sigterm(signum, frame):
+    # Further signals are ignored: the abort or rollback this starts must run to its end.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise mig.Stopped("interrupted by signal %d" % signum)
 
 
 def _open(module, node, result):
@@ -305,6 +319,9 @@ def run_live(module, p, src_conn, dst_conn, dom, dst_node, progress, result):
         module.fail_json(msg="%s%s" % (exc, note), **result)
     dst_dom = dst_conn.lookupByName(p["name"])
     stats = mig.completed_stats(dst_dom)
+    if outcome.get("abort_missed"):
+        result["abort_missed"] = outcome["abort_missed"]
+        module.warn("%s: %s; the guest now runs on %s" % (p["name"], outcome["abort_missed"], p["target"]))
     result.update(changed=True, downtime_ms=stats.get("downtime"), stats=stats, escalated=outcome["escalated"],
                   elapsed_s=outcome["elapsed"],
                   msg="%s live-migrated from %s to %s in %.1f s (downtime %s ms)" % (
@@ -376,6 +393,9 @@ def main():
         module.fail_json(msg=str(exc), **result)
     src_conn = _open(module, src_node, result)
     dst_conn = _open(module, dst_node, result)
+    # A stopped run (Ctrl-C on the controller, the orphan watchdog) aborts a live migration and rolls a
+    # cold one back instead of dying in the middle of it.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     progress = ProgressWriter(p["progress_file"]) if p["progress_file"] and not module.check_mode else None
     try:
         try:
@@ -397,6 +417,11 @@ def main():
             progress.update("done", total, total)
     except libvirt.libvirtError as exc:
         module.fail_json(msg="libvirt failed while migrating %s: %s" % (p["name"], exc), **result)
+    except mig.Stopped as exc:
+        where = [node["name"] for node, conn in ((src_node, src_conn), (dst_node, dst_conn))
+                 if mig.exists(conn, p["name"])]
+        module.fail_json(msg="migration of %s stopped (%s); the VM is defined on %s" % (
+            p["name"], exc, " and ".join(where) or "neither node"), **result)
     finally:
         if progress is not None:
             progress.close()

@@ -15,6 +15,13 @@ description:
   - RV(complete) is true when that domain passed validation and the source file has the same size and
     modification time as when it was migrated. A re-run of the migration role then skips every phase,
     which makes re-running a finished fleet cheap (nothing is read but the domains' XML and one C(stat)).
+  - Without O(source_path) and O(name) it lists every domain of the host that carries v2kvm metadata
+    (RV(migrations)).
+  - When many VMs of a play ask the same host in the same task (a re-run of a fleet), the first one lists
+    the host once and the others take a finished migration from that listing instead of running the
+    module again; every other answer is asked of the host itself. When that host is reached with the local
+    connection (no become, no task environment), the controller is the host and reads the listing in its own
+    process, so no module starts. See C(plugins/action/migration_state.py).
   - Never changes anything.
 options:
   source_path:
@@ -22,6 +29,7 @@ options:
       - The source file the migration read (an C(.ova), an C(.ovf) or a C(.vmdk)), as given to
         M(v2kvm.migrate.ova_info). Its size and modification time must match the ones recorded.
       - Leave it out for sources that are not files (vSphere) and give O(name).
+      - Leave out both O(source_path) and O(name) to list every migrated domain (RV(migrations)).
     type: path
   name:
     description:
@@ -43,6 +51,11 @@ EXAMPLES = r"""
     source_path: /exports/web01.ova
   register: state
 
+- name: List every domain this host holds from a v2kvm migration
+  v2kvm.migrate.migration_state:
+    uri: qemu+ssh://root@kvm01/system
+  register: migrated
+
 - name: Migrate only what is not finished
   ansible.builtin.include_role:
     name: v2kvm.migrate.migrate_vm
@@ -52,43 +65,61 @@ EXAMPLES = r"""
 RETURN = r"""
 found:
   description: A domain migrated from O(source_path) exists on the host.
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: bool
 complete:
   description: That domain passed validation and the source has not changed since.
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: bool
 name:
   description: Name of the domain found.
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: str
 phase:
   description: The last phase the migration reached (C(defined), C(validated), ...).
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: str
 running:
   description: The domain is running.
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: bool
 validated_at:
   description: When validation passed (UTC, ISO 8601).
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: str
 source_changes:
   description: How the source differs from the one migrated (empty when it does not).
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: list
   elements: str
 reason:
   description: Why RV(complete) is what it is, in words.
-  returned: success
+  returned: when O(source_path) or O(name) was given
   type: str
+migrations:
+  description:
+    - Every domain with v2kvm metadata, when neither O(source_path) nor O(name) was given.
+    - C(source_realpath) is the real path of the recorded source path as the host sees it now (present when a
+      path was recorded); C(source_stat) (C(size) and C(mtime_ns), or C(error)) is that file's current stat
+      (present for file sources only).
+  returned: when neither O(source_path) nor O(name) was given
+  type: list
+  elements: dict
+  sample:
+    - name: web01
+      running: true
+      metadata:
+        phase: validated
+        validated_at: "2026-11-23T12:00:00Z"
+        source: {"type": "ova", "path": "/exports/web01.ova", "size": 1048576, "mtime_ns": 1700000000000000000}
+      source_realpath: /exports/web01.ova
+      source_stat: {"size": 1048576, "mtime_ns": 1700000000000000000}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import connect_for_module
-from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import describe
+from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import describe, records
 
 
 def main():
@@ -98,11 +129,13 @@ def main():
             source_path=dict(type="path"),
             name=dict(type="str"),
         ),
-        required_one_of=[("source_path", "name")],
         supports_check_mode=True,
     )
     conn = connect_for_module(module, module.params["uri"])
-    module.exit_json(changed=False, **describe(conn, module.params["source_path"], module.params["name"]))
+    source_path, name = module.params["source_path"], module.params["name"]
+    if not source_path and not name:
+        module.exit_json(changed=False, migrations=records(conn))
+    module.exit_json(changed=False, **describe(conn, source_path, name))
 
 
 if __name__ == "__main__":

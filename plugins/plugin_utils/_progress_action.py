@@ -35,6 +35,8 @@ from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._orphan_watch import heartbeat_path
+
 display = Display()
 
 PROGRESS_KEY = "v2kvm_progress"
@@ -44,6 +46,12 @@ _ASYNC_KEYS = ("ansible_job_id", "started", "finished", "results_file", "erased"
 _RECORD_SEP = "\x1e"  # never appears in JSON text (control characters are escaped)
 _MAX_READ = 256 * 1024  # bytes of progress read per poll; the rest comes on the next poll
 _DEFAULT_LIMIT = 7 * 24 * 3600  # async_wrapper kills the job after this many seconds
+# Allowed silence of the orphan watchdog. Longer than the poll loop rides out on its own over SSH
+# (_MAX_POLL_FAILURES attempts of interval + the 10 s connect timeout, about 330 s with the defaults), so
+# a network bounce the controller survives never stops a healthy conversion; an orphaned job still stops
+# within 10 minutes instead of running up to v2kvm_progress_time_limit.
+_DEFAULT_ORPHAN_TIMEOUT = 600
+_MAX_POLL_FAILURES = 30
 
 
 class ProgressTail:
@@ -108,17 +116,57 @@ def job_state(text: str, jid: str) -> str:
     return "finished"
 
 
-def poll_command(job_file: str, progress_file: str, offset_1based: int) -> str:
+def poll_command(job_file: str, progress_file: str, offset_1based: int, alive_file: str | None = None,
+                 orphan_timeout: int = 0) -> str:
     """Shell text reading the job file FIRST, then the new progress bytes.
 
     In that order a job seen finished guarantees the progress part holds the module's last line.
     ``stty -onlcr`` first: the ssh connection runs commands on a pty (``-tt``) whose output processing
     turns every "\\n" into "\\r\\n", and the byte offset must count the file's bytes, not the pty's.
-    Without a pty stty just fails, silently.
+    Without a pty stty just fails, silently. With ``alive_file`` the same round trip rewrites the orphan
+    watchdog's heartbeat (the allowed silence in seconds): the module stops itself once it stays unchanged.
     """
-    return ("stty -onlcr 2>/dev/null; head -c 512 %s 2>/dev/null; printf '\\036'; "
+    beat = ""
+    if alive_file and orphan_timeout:
+        beat = "{ printf '%%d\\n' %d > %s; } 2>/dev/null; " % (orphan_timeout, shlex.quote(alive_file))
+    return ("stty -onlcr 2>/dev/null; %shead -c 512 %s 2>/dev/null; printf '\\036'; "
             "tail -c +%d %s 2>/dev/null | head -c %d" % (
-                shlex.quote(job_file), offset_1based, shlex.quote(progress_file), _MAX_READ))
+                beat, shlex.quote(job_file), offset_1based, shlex.quote(progress_file), _MAX_READ))
+
+
+def cancel_command(jid: str, remove: list[str]) -> str:
+    """Shell text that stops the background job ``jid`` and removes the files in ``remove``.
+
+    Every process of the job's session gets SIGTERM except async_wrapper's supervisor, which then sees
+    its child end and removes the job's tmpdir. Not the process group of the supervised child: the
+    supervisor puts its child into a group of its own with ``setpgid`` AFTER forking it, and on a loaded
+    host the child has often started the module before that, so the module (and qemu-img under it)
+    stayed in the session's first group and a group kill missed it: the conversion ran to its end.
+    async_wrapper's ``setsid`` gives the job a session no other process is in, so the session is exact.
+
+    The supervised child is found among the processes whose command line holds ``async_wrapper`` and the
+    job id (argv has the id without the ".<pid>" suffix it is reported with): its parent matches too, and
+    it is nobody's parent among them (the daemonizing parent may not have exited yet and matches as well).
+    Only the child is stopped while the session is listed, so it starts nothing between the listing and
+    the kill, and it gets the SIGTERM on SIGCONT. The supervisor must not be stopped: when the module
+    leaves, the supervisor's process group can become orphaned, and the kernel then sends SIGHUP to a
+    group with stopped members, which would kill the supervisor before it cleans up.
+    """
+    argv_jid = jid.rsplit(".", 1)[0]
+    pattern = shlex.quote("async_wrapper[^ ]* %s " % argv_jid)
+    find_child = ('{p[$1]=$2} END {for (x in p) if (index(j, " " x " ") && index(j, " " p[x] " ")) up[p[x]]=1; '
+                  'for (x in p) if (index(j, " " x " ") && index(j, " " p[x] " ") && !(x in up)) print x}')
+    session_but_parent = ('{p[$1]=$2; s[$1]=$3} END {if (c in p) for (x in p) '
+                          'if (s[x] == s[c] && x != p[c]) print x}')
+    cmd = ("J=\" $(pgrep -f %s | tr '\\n' ' ')\"; "
+           "C=$(ps -e -o pid= -o ppid= | awk -v j=\"$J\" %s | head -n 1); "
+           "if [ -n \"$C\" ]; then kill -STOP $C 2>/dev/null; "
+           "T=$(ps -e -o pid= -o ppid= -o sid= | awk -v c=\"$C\" %s); "
+           "[ -z \"$T\" ] || kill -TERM $T 2>/dev/null; kill -CONT $C 2>/dev/null; fi"
+           % (pattern, shlex.quote(find_child), shlex.quote(session_but_parent)))
+    if remove:
+        cmd += "; rm -f %s" % " ".join(shlex.quote(path) for path in remove)
+    return cmd
 
 
 def split_poll_output(stdout: str) -> tuple[str, str]:
@@ -174,6 +222,21 @@ class ProgressActionBase(ActionBase):
             raise AnsibleError("v2kvm_progress_interval must be seconds (0 turns live progress off)") from exc
 
     @staticmethod
+    def _orphan_timeout(task_vars, interval) -> int:
+        """Seconds the module may go unpolled before it stops itself; 0 turns the watchdog off."""
+        value = task_vars.get("v2kvm_progress_orphan_timeout", _DEFAULT_ORPHAN_TIMEOUT)
+        try:
+            timeout = int(value)
+        except (TypeError, ValueError) as exc:
+            raise AnsibleError("v2kvm_progress_orphan_timeout must be a whole number of seconds (0 turns the "
+                               "orphan watchdog off), not %r" % (value,)) from exc
+        if timeout < 0 or (timeout and timeout < 3 * interval):
+            raise AnsibleError("v2kvm_progress_orphan_timeout (%s s) must be at least 3 x v2kvm_progress_interval "
+                               "(%s s), or 0 to turn the orphan watchdog off: with less, a single late poll stops "
+                               "a healthy job" % (timeout, interval))
+        return timeout
+
+    @staticmethod
     def _time_limit(task_vars) -> int:
         try:
             return int(task_vars.get("v2kvm_progress_time_limit", _DEFAULT_LIMIT))
@@ -184,6 +247,7 @@ class ProgressActionBase(ActionBase):
 
     def _run_with_progress(self, args, task_vars):
         interval = self._interval(task_vars)
+        orphan_timeout = self._orphan_timeout(task_vars, interval)
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         own_file = not args.get(self.PROGRESS_OPTION)
         if own_file:
@@ -193,6 +257,7 @@ class ProgressActionBase(ActionBase):
         else:
             progress_file = self._remote_expand_user(args[self.PROGRESS_OPTION])
             tail = ProgressTail(self._remote_size(progress_file))
+        alive_file = heartbeat_path(progress_file)
 
         saved_async = self._task.async_val
         # async_wrapper reads its time limit from the task; 0 would mean "kill at the first check".
@@ -212,12 +277,13 @@ class ProgressActionBase(ActionBase):
                 forwarder = ProgressForwarder(self._task, task_vars, jid, self.PROGRESS_SOURCE)
                 try:
                     stop.arm()
-                    self._follow(job_file, progress_file, tail, forwarder, interval, jid)
+                    self._follow(job_file, progress_file, tail, forwarder, interval, jid,
+                                 alive_file if orphan_timeout else None, orphan_timeout)
                 except _Cancelled as exc:
                     # Signals stay ignored until the job is stopped: the controller sends SIGTERM right
                     # after SIGINT, and dying now would leave the conversion running on the target.
                     cancelled = exc.signum
-                    self._cancel(jid, job_file, progress_file if own_file else None)
+                    self._cancel(jid, [job_file, alive_file] + ([progress_file] if own_file else []))
         if cancelled is not None:
             _reraise_signal(cancelled)
         if not_started is not None:
@@ -225,8 +291,8 @@ class ProgressActionBase(ActionBase):
         final = self._execute_module(module_name="ansible.legacy.async_status",
                                      module_args={"jid": jid, "mode": "status", "_async_dir": async_dir},
                                      task_vars=task_vars)
-        self._low_level_execute_command(
-            "rm -f %s %s" % (shlex.quote(job_file), shlex.quote(progress_file) if own_file else ""))
+        self._low_level_execute_command("rm -f %s" % " ".join(
+            shlex.quote(path) for path in [job_file, alive_file] + ([progress_file] if own_file else [])))
         self._remove_tmp_path(self._connection._shell.tmpdir)
         for key in _ASYNC_KEYS:
             final.pop(key, None)
@@ -246,7 +312,7 @@ class ProgressActionBase(ActionBase):
         except (ValueError, IndexError):
             return 0
 
-    def _follow(self, job_file, progress_file, tail, forwarder, interval, jid):
+    def _follow(self, job_file, progress_file, tail, forwarder, interval, jid, alive_file=None, orphan_timeout=0):
         failures = 0
         delay = min(interval, 0.2)  # the first look comes early: a fast module needs no full interval
         while True:
@@ -255,12 +321,12 @@ class ProgressActionBase(ActionBase):
             started = time.monotonic()
             try:
                 res = self._low_level_execute_command(
-                    poll_command(job_file, progress_file, tail.next_command_offset()))
+                    poll_command(job_file, progress_file, tail.next_command_offset(), alive_file, orphan_timeout))
             except AnsibleError as exc:
                 # A network bounce must not lose the job: it keeps running on the target.
                 failures += 1
                 display.vvvv("progress poll of %s failed (%d): %s" % (jid, failures, exc))
-                if failures >= 30:
+                if failures >= _MAX_POLL_FAILURES:
                     raise
                 try:
                     self._connection.reset()
@@ -280,22 +346,14 @@ class ProgressActionBase(ActionBase):
                 return
             delay = max(0.0, interval - (time.monotonic() - started))
 
-    def _cancel(self, jid, job_file, own_progress_file):
-        """Stop the background job's process group: the module gets SIGTERM and removes its
+    def _cancel(self, jid, remove):
+        """Stop the background job (see ``cancel_command``): the module gets SIGTERM and removes its
         temporary files (disk_convert deletes its .part); async_wrapper then cleans its tmpdir."""
-        # async_wrapper's argv holds the job id without the ".<pid>" suffix it appends when it reports it.
-        # Only the watched child leads its own process group (module and qemu-img inside), so the
-        # group kill hits the work and spares the supervisor, which then removes the job's tmpdir.
-        # No "--" before the negative pid: dash's kill builtin rejects it.
-        argv_jid = jid.rsplit(".", 1)[0]
-        cmd = ("for p in $(pgrep -f %s); do kill -TERM -$p 2>/dev/null; done; rm -f %s %s"
-               % (shlex.quote("async_wrapper[^ ]* %s " % argv_jid), shlex.quote(job_file),
-                  shlex.quote(own_progress_file) if own_progress_file else ""))
         try:
-            self._low_level_execute_command(cmd)
+            self._low_level_execute_command(cancel_command(jid, remove))
         except Exception as exc:  # the controller is going down; say what was left
-            display.warning("could not stop background job %s on the target (%s); it finishes on its own"
-                            % (jid, exc))
+            display.warning("could not stop background job %s on the target (%s); its orphan watchdog stops it "
+                            "once the heartbeat goes stale (v2kvm_progress_orphan_timeout)" % (jid, exc))
 
 
 class _StopSignals:

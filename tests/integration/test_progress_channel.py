@@ -218,8 +218,9 @@ def _processes_mentioning(text):
     return found
 
 
-def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_source):
-    """Ctrl-C (what the dashboard's q sends) stops qemu-img on the target and leaves no .part behind."""
+def _start_throttled_conversion(tmp_path, slow_source, orphan_timeout):
+    """ansible-playbook converting slowly on the controller (local connection); returns (process, dest, .part)
+    once qemu-img writes the .part."""
     dest = tmp_path / "out"
     dest.mkdir()
     work = tmp_path / "run"
@@ -228,7 +229,9 @@ def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_
     task = _convert_task(slow_source, str(dest))
     # Throttled: however fast the machine, the conversion is still running when the interrupt lands.
     task["v2kvm.migrate.disk_convert"]["rate_limit"] = 16 * 1024 * 1024
-    (work / "play.yml").write_text(json.dumps([{"hosts": "vms", "gather_facts": False, "tasks": [task]}]))
+    play = {"hosts": "vms", "gather_facts": False, "tasks": [task],
+            "vars": {"v2kvm_progress_orphan_timeout": orphan_timeout}}
+    (work / "play.yml").write_text(json.dumps([play]))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
                ANSIBLE_ASYNC_DIR=_ASYNC_DIR, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(work / "inventory"),
@@ -239,12 +242,78 @@ def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_
         time.sleep(0.1)
     assert part.exists(), "the conversion never started"
     assert _processes_mentioning(str(part)), "qemu-img is not running"
+    return proc, dest, part
+
+
+def _wait_until_gone(part, dest, seconds):
+    deadline = time.time() + seconds
+    while (_processes_mentioning(str(part)) or os.listdir(dest)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(part)) == [], "qemu-img kept running"
+    assert sorted(os.listdir(dest)) == [], "a half-made or finished image was left: %s" % os.listdir(dest)
+
+
+def _descendants(root):
+    children = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+ORPHAN_TIMEOUT = 5  # seconds; the watchdog is checked every 0.5 s and disk_convert cleans up in about a second
+
+
+def test_interrupting_the_run_stops_the_conversion_on_the_target(tmp_path, slow_source):
+    """Ctrl-C (what the dashboard's q sends) stops qemu-img on the target and leaves no .part behind.
+
+    The cancel reaches the module at once; if it ever missed (the module outside the process group that
+    async_wrapper sets up too late on a loaded host was such a miss), the orphan watchdog stops it within
+    ORPHAN_TIMEOUT of the last poll, which the wait below leaves room for."""
+    proc, dest, part = _start_throttled_conversion(tmp_path, slow_source, ORPHAN_TIMEOUT)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode != 0, out
-    deadline = time.time() + 15  # qemu-img dies at once; the module removes its .part right after
-    while (_processes_mentioning(str(part)) or os.listdir(dest)) and time.time() < deadline:
-        time.sleep(0.2)
-    assert _processes_mentioning(str(part)) == [], "qemu-img kept running after the interrupt"
-    assert sorted(os.listdir(dest)) == [], "a half-made or finished image was left: %s" % os.listdir(dest)
+    _wait_until_gone(part, dest, 15 + ORPHAN_TIMEOUT)
     assert _no_leftovers() == []
+
+
+def test_a_killed_controller_leaves_no_conversion_running_on_the_target(tmp_path, slow_source):
+    """SIGKILL to ansible-playbook and every worker (no cancel can run): the module notices the heartbeat
+    go stale and stops itself the way a Ctrl-C would (qemu-img gone, no .part)."""
+    proc, dest, part = _start_throttled_conversion(tmp_path, slow_source, ORPHAN_TIMEOUT)
+    # Polled, the conversion outlives the allowed silence: the watchdog leaves a healthy run alone.
+    time.sleep(ORPHAN_TIMEOUT + 2)
+    assert _processes_mentioning(str(part)), "the conversion stopped while the controller was still polling"
+    assert part.exists()
+    for pid in _descendants(proc.pid):  # the background job left this tree when async_wrapper daemonized
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate(timeout=30)
+    assert _processes_mentioning(str(part)), "killing the controller stopped the job by itself"
+    _wait_until_gone(part, dest, ORPHAN_TIMEOUT + 30)
+    progress = [n for n in _no_leftovers() if n.endswith(".progress")]
+    assert len(progress) == 1, _no_leftovers()
+    path = os.path.join(os.path.expanduser(_ASYNC_DIR), progress[0])
+    deadline = time.time() + 15  # the module writes its last line after removing the .part
+    while time.time() < deadline:
+        with open(path) as fh:
+            last = json.loads(fh.read().splitlines()[-1])
+        if last["stage"] == "failed":
+            break
+        time.sleep(0.2)
+    assert last["stage"] == "failed", last  # the module's own clean-up ran: it was not just killed
+    assert not [n for n in _no_leftovers() if n.endswith(".alive")]  # the watchdog removed its heartbeat

@@ -4,8 +4,12 @@ import hashlib
 import http.server
 import os
 import re
+import socket
+import ssl
 import struct
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -159,3 +163,125 @@ def test_part_of_an_earlier_lease_is_adopted_only_when_it_matches(server, tmp_pa
         assert part.read_bytes() == now[:kept], "the head comes from the new lease, the grains are kept"
     else:
         assert probed is None
+
+
+# ---- network failures, in each caller's words (real sockets) ----
+
+STALL = 0.5
+
+
+@pytest.fixture
+def raw_server():
+    """A TCP server that answers a GET with the head of a long body and then misbehaves as ``behaviour`` says:
+    'silent' (never answers), 'stall' (stops sending) or 'reset' (drops the connection with a TCP RST)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    state = {"behaviour": "stall", "held": []}
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, unused = listener.accept()
+            except TimeoutError:
+                continue
+            state["held"].append(conn)
+            if state["behaviour"] == "silent":
+                continue
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            status = b"206 Partial Content" if b"\r\nrange:" in request.lower() else b"200 OK"
+            conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n" % (status, 1 << 30) + bytes(1000))
+            if state["behaviour"] == "reset":
+                time.sleep(0.2)  # the client reads the head first: the reset comes mid-body
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    state["url"] = "http://127.0.0.1:%d/disk-0.vmdk" % listener.getsockname()[1]
+    yield state
+    stop.set()
+    thread.join()
+    listener.close()
+    for conn in state["held"]:
+        conn.close()
+
+
+def _call(caller, session, url, tmp_path):
+    if caller == "download":
+        return transfer.download(session, url, str(tmp_path / "d.vmdk"), label="x", timeout=STALL)
+    if caller == "fetch_range":
+        return transfer.fetch_range(session, url, 5000, 100, label="x", timeout=STALL)
+    with open(tmp_path / "sparse.raw", "wb") as handle:
+        return transfer.read_ranges(session, url, [(0, 4096)], handle, label="x", timeout=STALL)
+
+
+WORDING = {  # caller: (what the problem names, the fix, whether it is a TransferBroken the export retries)
+    "download": ("the download of x", "run again: it resumes from the bytes already received", True),
+    "fetch_range": ("reading x", "run again", True),
+    "read_ranges": ("reading changed areas of x", "run again: the sync restarts from the last recorded changeId",
+                    False),
+}
+
+
+@pytest.mark.parametrize("caller", sorted(WORDING))
+@pytest.mark.parametrize("behaviour", ["silent", "stall", "reset"])
+def test_network_failures_are_named_in_each_callers_words(raw_server, tmp_path, caller, behaviour):
+    raw_server["behaviour"] = behaviour
+    what, fix, retried = WORDING[caller]
+    with transfer.Session("c=1", verify=False) as session, pytest.raises(VsphereError) as caught:
+        _call(caller, session, raw_server["url"], tmp_path)
+    if behaviour == "reset":
+        assert caught.value.problem == "%s broke off (ConnectionResetError)" % what
+    else:
+        assert caught.value.problem == "%s stalled for more than %s s" % (what, STALL)
+    assert caught.value.fix == fix
+    assert isinstance(caught.value, transfer.TransferBroken) == retried
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__, "no socket traceback in the output"
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "c.pem"), str(folder / "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("caller", sorted(WORDING))
+def test_an_untrusted_certificate_is_named_as_such(self_signed, tmp_path, caller):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed)
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with transfer.Session("c=1", verify=True) as session, pytest.raises(VsphereError) as caught:
+            _call(caller, session, "https://127.0.0.1:%d/disk-0.vmdk" % httpd.server_address[1], tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert caught.value.problem == "TLS verification failed for the download of x"
+    assert "validate_certs: false" in caught.value.fix
+    assert not isinstance(caught.value, transfer.TransferBroken), "retrying would not help"
+
+
+@pytest.mark.parametrize("caller", ["fetch_range", "read_ranges"])
+def test_a_whole_file_answer_to_a_range_request_is_refused(server, tmp_path, caller):
+    _Handler.honor_range = False
+    with transfer.Session("c=1", verify=False) as session:
+        with pytest.raises(VsphereError) as caught:
+            _call(caller, session, server, tmp_path)
+        assert caught.value.problem == "the server ignored the byte range of x (HTTP 200)"
+        if caller == "fetch_range":  # the export then starts the download over
+            assert isinstance(caught.value, transfer.RangeNotServed)
+            assert "remove the .part file" in caught.value.fix
+        else:
+            assert not isinstance(caught.value, transfer.RangeNotServed) and "use a full copy" in caught.value.fix
+        _Handler.honor_range = True
+        # The unread whole-file body went with its connection: the next request gets its own bytes.
+        assert transfer.fetch_range(session, server, 5000, 100, label="x") == DATA[5000:5100]
