@@ -145,8 +145,11 @@ def _prepare_root(root, port, host_uuid, index):
 
 
 def _launch_script(root, pidfile, libvirtd):
+    # The mount points exist only once the system's libvirtd has run; on a fresh machine the hosts may
+    # start first. /run/libvirt is libvirt's own directory either way.
     mounts = "; ".join(
-        f"mount --bind {os.path.join(root, p.strip('/').replace('/', '_'))} {p}" for p in PRIVATE_DIRS)
+        f"mkdir -p {p}; mount --bind {os.path.join(root, p.strip('/').replace('/', '_'))} {p}"
+        for p in PRIVATE_DIRS)
     # The shell inside the private mount namespace binds the host's directories, then becomes libvirtd,
     # which daemonizes; the namespace lives as long as the daemon does.
     return f"set -e; mount --make-rprivate /; {mounts}; exec {libvirtd} --listen -d -p {pidfile}"

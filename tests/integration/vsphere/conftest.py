@@ -2,6 +2,7 @@
 ../shared/vsphere-sim), a cached rig boot disk, and a factory of simulated VMs backed by real bytes."""
 
 import os
+import shutil
 import sys
 import uuid
 
@@ -36,8 +37,14 @@ def vsim(sim_binary):
 @pytest.fixture(scope="session")
 def vsi(vsim):
     si = vsim.connect()
+    # The simulator's datastores are temporary folders it never removes: taken with it, or every run
+    # would leave its VMs' disks behind.
+    folders = sim_rig.datastore_dirs(si)
     yield si
     sim_rig.disconnect(si)
+    vsim.stop()
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -186,6 +186,17 @@ def datastore_dir(si, ds_name="LocalDS_0"):
     return _find(content, vim.Datastore, ds_name).info.url
 
 
+def datastore_dirs(si):
+    """The simulator's own datastore folders (the temporary ones it made at start-up)."""
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.Datastore], True)
+    try:
+        urls = [ds.info.url for ds in view.view]
+    finally:
+        view.Destroy()
+    return [url for url in urls if os.path.basename(url.rstrip("/")).startswith("govcsim-")]
+
+
 def write_esxi_disk(si, vm_dir, disk_name, raw_source, *, ds_name="LocalDS_0", adapter="lsilogic"):
     """Copy ``raw_source`` as [ds] vm_dir/disk_name-flat.vmdk plus its descriptor; returns the datastore path."""
     root = datastore_dir(si, ds_name)
