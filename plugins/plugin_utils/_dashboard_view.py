@@ -130,6 +130,9 @@ class LineView:
         elif kind == "run_end":
             self._write(metrics_line(self.board.metrics(now)))
 
+    def tick(self):
+        """Nothing is ever pending: each line is written when its event arrives."""
+
     def close(self):
         self.stream.flush()
 
