@@ -66,6 +66,7 @@ class VmState:
     error: str = ""
     last_update: float | None = None
     tasks_ok: int = 0
+    tasks_changed: int = 0
     tasks_failed: int = 0
 
     @property
@@ -198,6 +199,7 @@ class MigrationBoard:
         else:
             vm.tasks_ok += 1
             if status == "changed":
+                vm.tasks_changed += 1
                 self._note(ts, event["host"], "changed: %s" % (event.get("task") or ""))
         vm.last_update = ts
 
@@ -209,7 +211,8 @@ class MigrationBoard:
         vm.finished = ts
         vm.rate, vm.eta = 0.0, None
         if vm.status == SUCCEEDED:
-            vm.stage = "done"
+            # A re-run of a finished migration changes nothing: say so rather than look like a new one.
+            vm.stage = "done" if vm.tasks_changed else "up to date (nothing changed)"
         else:
             # The last task of a failed role run is its rescue's report: the phase says more.
             vm.stage = "failed in %s" % vm.phase if vm.phase else "failed: %s" % vm.stage

@@ -298,6 +298,7 @@ def test_role_task_names_are_readable_and_a_failed_vm_shows_its_phase(tmp_path):
     clock.now += 1
     frame = stream.getvalue()
     assert "Convert each disk into the pool" in frame and "Validate the migrated guest" in frame
+    cb.v2_runner_on_ok(Result(web, convert, {"changed": True}))
     cb.v2_runner_on_start(db, report)
     cb.v2_runner_on_failed(Result(db, report, {"msg": "validate failed: no boot marker"}))
     cb.v2_playbook_on_stats(Stats({"web01": {"failures": 0, "unreachable": 0},
@@ -305,6 +306,27 @@ def test_role_task_names_are_readable_and_a_failed_vm_shows_its_phase(tmp_path):
     assert cb.board.vms["db01"].stage == "failed in validate"
     assert cb.board.vms["web01"].stage == "done"
     assert "failed in validate" in stream.getvalue()
+
+
+def test_a_rerun_that_changes_nothing_says_up_to_date_not_done(tmp_path):
+    """A finished migration's re-run only looks its state up: the row says so instead of a plain done."""
+    cb = make_callback(tmp_path, mode="off", clock=FakeClock())
+    cb._start()
+    web, db = Host("web01"), Host("db01")
+    lookup = Task("Look up the migration on the target", "uuid-lookup")
+    convert = Task("Convert each disk into the pool", "uuid-convert")
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    for host in (web, db):
+        cb.v2_runner_on_start(host, lookup)
+        cb.v2_runner_on_ok(Result(host, lookup, {"changed": False}))
+    cb.v2_runner_on_start(web, convert)
+    cb.v2_runner_on_skipped(Result(web, convert, {"skipped": True}))
+    cb.v2_runner_on_start(db, convert)
+    cb.v2_runner_on_ok(Result(db, convert, {"changed": True}))
+    cb.v2_playbook_on_stats(Stats({"web01": {"failures": 0, "unreachable": 0},
+                                   "db01": {"failures": 0, "unreachable": 0}}))
+    assert cb.board.vms["web01"].stage == "up to date (nothing changed)"
+    assert cb.board.vms["db01"].stage == "done"
 
 
 def test_the_event_log_is_buffered_but_reaches_the_file_early_and_at_the_end(tmp_path):
