@@ -140,6 +140,32 @@ def test_line_mode_prints_plain_progress_lines_at_the_interval(tmp_path):
     assert lines[-1].startswith("VMs 2: 1 succeeded, 1 failed")
 
 
+def test_line_mode_names_no_task_the_vm_skips(tmp_path):
+    """Ansible announces every task to every host before its condition is evaluated: a skipped task gets
+    no line; a task that runs gets its line after a second (long task) or at its end (quick task)."""
+    clock = FakeClock()
+    out = io.StringIO()
+    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=0.0)
+    web = Host("web01")
+    cleanup = Task("Remove the disks copied from vSphere", "uuid-cleanup")
+    define = Task("Define the libvirt domain", "uuid-define")
+    validate = Task("Validate the migrated guest", "uuid-validate")
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    cb.v2_runner_on_start(web, cleanup)
+    clock.now += 0.01
+    cb.v2_runner_on_skipped(Result(web, cleanup, {"skipped": True}))
+    cb.v2_runner_on_start(web, define)
+    clock.now += 0.2
+    assert "Define the libvirt domain" not in out.getvalue(), "a start line waits to see the task run"
+    cb.v2_runner_on_ok(Result(web, define, {"changed": True}))
+    assert "Define the libvirt domain" in out.getvalue(), "a quick task's line comes at its end"
+    cb.v2_runner_on_start(web, validate)
+    clock.now += 1.5
+    cb.v2_playbook_on_task_start(validate, False)  # any later moment (a banner, an async poll) writes it
+    assert "Validate the migrated guest" in out.getvalue(), "a long task's line comes while it runs"
+    assert "vSphere" not in out.getvalue(), out.getvalue()
+
+
 def test_reports_are_valid_json_and_junit(tmp_path):
     clock = FakeClock()
     events, summary, junit = tmp_path / "ev.jsonl", tmp_path / "summary.json", tmp_path / "junit.xml"
