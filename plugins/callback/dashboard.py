@@ -180,6 +180,17 @@ def _option_vars():
 _OPTION_VARS = _option_vars()
 
 
+# Tasks that only keep the play's books (facts, includes, argument checks): they never are what a VM is
+# doing, so they do not take its stage column or a progress line.
+_BOOKKEEPING_ACTIONS = frozenset(("set_fact", "validate_argument_spec", "include_tasks", "import_tasks",
+                                  "include_role", "import_role", "include_vars", "meta"))
+
+
+def _is_bookkeeping(task):
+    action = getattr(task, "action", None)
+    return isinstance(action, str) and action.rsplit(".", 1)[-1] in _BOOKKEEPING_ACTIONS
+
+
 def _task_label(task):
     """The task's own name: a role prefix (v2kvm.migrate.migrate_vm : ...) only eats the stage column."""
     return task.name or task.get_name()
@@ -351,7 +362,10 @@ class CallbackModule(CallbackBase):
         self._tick()
 
     def v2_runner_on_start(self, host, task):
-        self.emit({"type": "task_start", "host": host.get_name(), "task": _task_label(task), "task_uuid": task._uuid})
+        event = {"type": "task_start", "host": host.get_name(), "task": _task_label(task), "task_uuid": task._uuid}
+        if _is_bookkeeping(task):
+            event["bookkeeping"] = True
+        self.emit(event)
 
     def v2_runner_on_async_poll(self, result):
         res = _raw_result(result)

@@ -101,20 +101,14 @@ def metrics_line(metrics: dict) -> str:
 
 class LineView:
     """Plain lines for logs (AWX, CI): one per VM at most every ``interval`` seconds, plus failures and ends.
+    Bookkeeping tasks (set_fact, includes, argument checks) get no line: they are never what a VM is doing."""
 
-    A task's start line waits ``start_grace`` seconds: Ansible announces a task to every host before its
-    ``when`` is evaluated, and a line naming a task the VM then skips (the vSphere clean-up of an OVA VM)
-    would mislead. The line is written once the task has run that long, or when it ends having run."""
-
-    def __init__(self, board: MigrationBoard, stream, interval: float = 10.0, clock=time.time,
-                 start_grace: float = 1.0):
+    def __init__(self, board: MigrationBoard, stream, interval: float = 10.0, clock=time.time):
         self.board = board
         self.stream = stream
         self.interval = float(interval)
         self.clock = clock
-        self.start_grace = float(start_grace)
         self._last_line: dict[str, float] = {}
-        self._pending: dict[str, tuple] = {}  # host -> (task uuid, start time) of a start line not yet written
         self.lines_written = 0
 
     def _write(self, text):
@@ -122,45 +116,25 @@ class LineView:
         self.stream.flush()
         self.lines_written += 1
 
-    def _line_for(self, host, now):
-        self._pending.pop(host, None)
-        self._last_line[host] = now
-        self._write(progress_line(self.board.vm(host), now))
-
-    def _write_due_starts(self, now):
-        for host, (_uuid, started) in list(self._pending.items()):
-            if now - started >= self.start_grace:
-                self._line_for(host, now)
-
     def on_event(self, event):
         kind = event.get("type")
         host = event.get("host")
         now = event.get("ts") or self.clock()
-        if kind == "task_end" and host and self._pending.get(host, (None,))[0] == event.get("task_uuid"):
-            if event.get("status") in ("ok", "changed", "ignored"):
-                self._line_for(host, now)
-            else:
-                del self._pending[host]  # skipped: never a line; failed: the FAILED line below says it
-        self._write_due_starts(now)
-        if kind == "task_start" and host:
+        if (kind == "progress" or (kind == "task_start" and not event.get("bookkeeping"))) and host:
             last = self._last_line.get(host)
             if last is None or now - last >= self.interval:
-                self._pending[host] = (event.get("task_uuid"), now)
-        elif kind == "progress" and host:
-            last = self._last_line.get(host)
-            if last is None or now - last >= self.interval:
-                self._line_for(host, now)
+                self._last_line[host] = now
+                self._write(progress_line(self.board.vm(host), now))
         elif kind == "task_end" and event.get("status") in ("failed", "unreachable") and host:
             self._write("%s %s FAILED %s: %s" % (time.strftime("%H:%M:%S", time.localtime(now)), host,
                                                  event.get("task") or "", (event.get("msg") or "").strip()))
         elif kind == "vm_end" and host:
-            self._line_for(host, now)
+            self._write(progress_line(self.board.vm(host), now))
         elif kind == "run_end":
             self._write(metrics_line(self.board.metrics(now)))
 
     def tick(self):
-        """Write the start lines of tasks that have now run for ``start_grace`` seconds."""
-        self._write_due_starts(self.clock())
+        """Nothing is ever pending: each line is written when its event arrives."""
 
     def close(self):
         self.stream.flush()

@@ -10,7 +10,8 @@ the same board, so a web view can be fed from the file the callback writes.
 Event types:
 
 - ``run_start`` {playbook}; ``play_start`` {play, hosts: [..]}
-- ``task_start`` {host, task, task_uuid}
+- ``task_start`` {host, task, task_uuid, bookkeeping}  (``bookkeeping``: set_fact, includes, argument checks;
+  such a task marks the VM running but does not become its stage)
 - ``progress`` {host, task, task_uuid, item, stage, done, total, rate, eta, source}
 - ``task_end`` {host, task, task_uuid, item, status: ok|changed|failed|skipped|unreachable|ignored,
   msg, spec_name, source_type, phase}  (``phase``: the role's ``migrate_vm_phase`` when a task set it)
@@ -144,7 +145,7 @@ class MigrationBoard:
         if vm.status in (PENDING,):
             vm.status = RUNNING
             vm.started = ts
-        if vm.status == RUNNING:
+        if vm.status == RUNNING and not event.get("bookkeeping"):
             vm.task = event.get("task") or ""
             vm.stage = vm.task
             # The bar belongs to the task that reported it; a new task starts without one.

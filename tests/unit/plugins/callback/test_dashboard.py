@@ -30,8 +30,8 @@ class Host:
 
 
 class Task:
-    def __init__(self, name, uuid):
-        self.name, self._uuid = name, uuid
+    def __init__(self, name, uuid, action="v2kvm.migrate.disk_convert"):
+        self.name, self._uuid, self.action = name, uuid, action
 
     def get_name(self):
         return self.name
@@ -140,30 +140,33 @@ def test_line_mode_prints_plain_progress_lines_at_the_interval(tmp_path):
     assert lines[-1].startswith("VMs 2: 1 succeeded, 1 failed")
 
 
-def test_line_mode_names_no_task_the_vm_skips(tmp_path):
-    """Ansible announces every task to every host before its condition is evaluated: a skipped task gets
-    no line; a task that runs gets its line after a second (long task) or at its end (quick task)."""
+def test_bookkeeping_tasks_never_become_the_vms_stage(tmp_path):
+    """set_fact, includes and the role's argument check are not what a VM is doing: the stage column keeps
+    the last real task and line mode writes no line for them."""
     clock = FakeClock()
     out = io.StringIO()
     cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=0.0)
     web = Host("web01")
-    cleanup = Task("Remove the disks copied from vSphere", "uuid-cleanup")
-    define = Task("Define the libvirt domain", "uuid-define")
-    validate = Task("Validate the migrated guest", "uuid-validate")
+    check = Task("Validating arguments against arg spec 'main'", "uuid-check", "ansible.builtin.validate_argument_spec")
+    convert = Task("Convert each disk into the pool", "uuid-convert")
+    mark = Task("Mark the phase", "uuid-mark", "ansible.builtin.set_fact")
     cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
-    cb.v2_runner_on_start(web, cleanup)
-    clock.now += 0.01
-    cb.v2_runner_on_skipped(Result(web, cleanup, {"skipped": True}))
-    cb.v2_runner_on_start(web, define)
-    clock.now += 0.2
-    assert "Define the libvirt domain" not in out.getvalue(), "a start line waits to see the task run"
-    cb.v2_runner_on_ok(Result(web, define, {"changed": True}))
-    assert "Define the libvirt domain" in out.getvalue(), "a quick task's line comes at its end"
-    cb.v2_runner_on_start(web, validate)
-    clock.now += 1.5
-    cb.v2_playbook_on_task_start(validate, False)  # any later moment (a banner, an async poll) writes it
-    assert "Validate the migrated guest" in out.getvalue(), "a long task's line comes while it runs"
-    assert "vSphere" not in out.getvalue(), out.getvalue()
+    cb.v2_runner_on_start(web, check)
+    clock.now += 2
+    cb.v2_runner_on_ok(Result(web, check, {"changed": False}))
+    assert cb.board.vms["web01"].status == "running" and cb.board.vms["web01"].stage == ""
+    cb.v2_runner_on_start(web, convert)
+    clock.now += 2
+    cb.v2_runner_on_async_poll(progress(web, convert, 1 << 20, 4 << 20))
+    cb.v2_runner_on_start(web, mark)
+    clock.now += 2
+    cb.v2_runner_on_ok(Result(web, mark, {"changed": False, "ansible_facts": {"migrate_vm_phase": "define"}}))
+    vm = cb.board.vms["web01"]
+    assert vm.stage == "convert" and vm.total == 4 << 20, "the bar and stage of the real task stay"
+    assert vm.phase == "define"
+    text = out.getvalue()
+    assert "Mark the phase" not in text and "Validating arguments" not in text, text
+    assert "Convert each disk into the pool" in text or "convert" in text
 
 
 def test_reports_are_valid_json_and_junit(tmp_path):
