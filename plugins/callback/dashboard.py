@@ -296,6 +296,9 @@ class CallbackModule(CallbackBase):
             event["spec_name"] = _text_or_none(spec.get("name"))
             source = spec.get("source")
             event["source_type"] = _text_or_none(source.get("type")) if isinstance(source, dict) else None
+        elif isinstance(res.get("source_type"), str) and str(getattr(task, "action", "")).endswith("migration_state"):
+            # A re-run reads no source: the recorded migration says what kind it was.
+            event["source_type"] = res["source_type"]
         if facts.get("migrate_vm_phase"):
             # The role marks each phase (source, place, convert, define, validate): a failed VM then
             # shows where it failed, not the name of the rescue task that reported it.

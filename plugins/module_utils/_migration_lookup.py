@@ -69,7 +69,7 @@ def verdict(found, source_path=None, name=None):
     stat of the same file as ``source_path``); for other sources (vSphere) the domain is found by
     name and its validation is what counts."""
     result = {"found": bool(found), "complete": False, "name": None, "phase": None, "running": None,
-              "validated_at": None, "source_changes": [], "reason": None}
+              "validated_at": None, "source_type": None, "source_changes": [], "reason": None}
     if not found:
         result["reason"] = "no domain on this host was migrated from %s" % (source_path or name)
         return result
@@ -84,7 +84,7 @@ def verdict(found, source_path=None, name=None):
     if source_path and recorded.get("type") in FILE_SOURCES:
         changes = source_changes(recorded, record.get("source_stat", {"error": "no source file was recorded"}))
     result.update(name=record["name"], phase=meta.get("phase"), running=record["running"],
-                  validated_at=meta.get("validated_at"), source_changes=changes)
+                  validated_at=meta.get("validated_at"), source_type=recorded.get("type"), source_changes=changes)
     if meta.get("phase") != "validated":
         result["reason"] = "the migration reached phase %r, not 'validated'" % meta.get("phase")
     elif changes:

@@ -87,6 +87,11 @@ validated_at:
   description: When validation passed (UTC, ISO 8601).
   returned: when O(source_path) or O(name) was given
   type: str
+source_type:
+  description: The kind of source the migration was made from, as recorded (C(ova), C(vsphere), ...).
+  returned: when O(source_path) or O(name) was given
+  type: str
+  sample: ova
 source_changes:
   description: How the source differs from the one migrated (empty when it does not).
   returned: when O(source_path) or O(name) was given

@@ -342,12 +342,12 @@ def test_a_rerun_that_changes_nothing_says_up_to_date_not_done(tmp_path):
     cb = make_callback(tmp_path, mode="off", clock=FakeClock())
     cb._start()
     web, db = Host("web01"), Host("db01")
-    lookup = Task("Look up the migration on the target", "uuid-lookup")
+    lookup = Task("Look up the migration on the target", "uuid-lookup", "v2kvm.migrate.migration_state")
     convert = Task("Convert each disk into the pool", "uuid-convert")
     cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
     for host in (web, db):
         cb.v2_runner_on_start(host, lookup)
-        cb.v2_runner_on_ok(Result(host, lookup, {"changed": False}))
+        cb.v2_runner_on_ok(Result(host, lookup, {"changed": False, "complete": host is web, "source_type": "ova"}))
     cb.v2_runner_on_start(web, convert)
     cb.v2_runner_on_skipped(Result(web, convert, {"skipped": True}))
     cb.v2_runner_on_start(db, convert)
@@ -355,6 +355,7 @@ def test_a_rerun_that_changes_nothing_says_up_to_date_not_done(tmp_path):
     cb.v2_playbook_on_stats(Stats({"web01": {"failures": 0, "unreachable": 0},
                                    "db01": {"failures": 0, "unreachable": 0}}))
     assert cb.board.vms["web01"].stage == "up to date (nothing changed)"
+    assert cb.board.vms["web01"].source_type == "ova", "the recorded migration names the kind of source"
     assert cb.board.vms["db01"].stage == "done"
 
 

@@ -24,6 +24,7 @@ def test_a_complete_migration_is_answered_from_the_listing(tmp_path):
     listing = [_record("web01", str(source)), _record("db01", str(tmp_path / "db01.ova"), stat={"error": "gone"})]
     answer = verdict_from_listing(listing, str(source))
     assert answer["complete"] and answer["name"] == "web01" and answer["running"] is True
+    assert answer["source_type"] == "ova", "a re-run can show the kind of source without reading it"
 
 
 def test_anything_short_of_complete_is_left_to_the_host(tmp_path):
