@@ -186,9 +186,14 @@ _BOOKKEEPING_ACTIONS = frozenset(("set_fact", "validate_argument_spec", "include
                                   "include_role", "import_role", "include_vars", "meta"))
 
 
-def _is_bookkeeping(task):
+def _action_name(task):
+    """The task's module without its collection (set_fact for ansible.builtin.set_fact)."""
     action = getattr(task, "action", None)
-    return isinstance(action, str) and action.rsplit(".", 1)[-1] in _BOOKKEEPING_ACTIONS
+    return action.rsplit(".", 1)[-1] if isinstance(action, str) else ""
+
+
+def _is_bookkeeping(task):
+    return _action_name(task) in _BOOKKEEPING_ACTIONS
 
 
 def _task_label(task):
@@ -296,9 +301,9 @@ class CallbackModule(CallbackBase):
             event["spec_name"] = _text_or_none(spec.get("name"))
             source = spec.get("source")
             event["source_type"] = _text_or_none(source.get("type")) if isinstance(source, dict) else None
-        elif isinstance(res.get("source_type"), str) and str(getattr(task, "action", "")).endswith("migration_state"):
+        elif _action_name(task) == "migration_state":
             # A re-run reads no source: the recorded migration says what kind it was.
-            event["source_type"] = res["source_type"]
+            event["source_type"] = _text_or_none(res.get("source_type"))
         if facts.get("migrate_vm_phase"):
             # The role marks each phase (source, place, convert, define, validate): a failed VM then
             # shows where it failed, not the name of the rescue task that reported it.

@@ -159,14 +159,18 @@ def start_simulator(binary, *flags) -> Simulator:
     return Simulator(int(pid), url)
 
 
-def _find(content, kind, name):
+def _all(content, kind):
     view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
     try:
-        for obj in view.view:
-            if obj.name == name:
-                return obj
+        return list(view.view)
     finally:
         view.Destroy()
+
+
+def _find(content, kind, name):
+    for obj in _all(content, kind):
+        if obj.name == name:
+            return obj
     raise LookupError(f"no {kind.__name__} named {name}")
 
 
@@ -188,12 +192,7 @@ def datastore_dir(si, ds_name="LocalDS_0"):
 
 def datastore_dirs(si):
     """The simulator's own datastore folders (the temporary ones it made at start-up)."""
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.Datastore], True)
-    try:
-        urls = [ds.info.url for ds in view.view]
-    finally:
-        view.Destroy()
+    urls = [ds.info.url for ds in _all(si.RetrieveContent(), vim.Datastore)]
     return [url for url in urls if os.path.basename(url.rstrip("/")).startswith("govcsim-")]
 
 
