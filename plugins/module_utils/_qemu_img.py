@@ -140,6 +140,19 @@ def map_extents(source: str, fmt: str, *, force_share: bool = False) -> list[dic
     return json.loads(proc.stdout)
 
 
+def measure(source: str, fmt: str, out_fmt: str) -> dict:
+    """``qemu-img measure --output=json``: bytes a conversion to ``out_fmt`` needs.
+
+    ``required`` counts the source's allocated data plus the output format's metadata;
+    ``fully-allocated`` is the size if every cluster were written.
+    """
+    args = ["measure", "--output=json"] + _format_args(fmt) + ["-O", out_fmt, source]
+    proc = _run(args, source, "measure the converted size of")
+    if proc.returncode != 0:
+        _fail(proc, source, "measure the converted size of")
+    return json.loads(proc.stdout)
+
+
 def check(path: str, fmt: str) -> dict:
     """``qemu-img check``: {"ok", "corruptions", "leaks", "supported", "raw"}.
 

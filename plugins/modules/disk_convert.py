@@ -15,6 +15,9 @@ description:
   - The result is written to C(.NAME.part) beside O(dest), checked (C(qemu-img check) for qcow2),
     flushed to disk and only then renamed to O(dest). A failure or interruption removes the temporary file,
     so a half-made image never appears under the final name.
+  - Before anything is written, also in check mode, the file system of O(dest) must have room for the result:
+    when its free space is below the virtual size, C(qemu-img measure) gives the exact need, and a disk that
+    does not fit fails at once with both sizes instead of filling the file system halfway through.
   - A hidden sidecar C(.NAME.v2kvm.json) beside O(dest) records the source fingerprint, the source file
     digest, the content digest of the result and the qemu-img version. A later run with the same source and
     an untouched O(dest) (same size and mtime) does nothing and reads no disk data; a changed source or a
@@ -199,6 +202,7 @@ import time  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _convert_state as state_store  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _disk_room as disk_room  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._content_digest import content_digest, file_sha256  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter  # noqa: E402
@@ -435,6 +439,14 @@ def _present(module, dest):
         virtual_size = int(_qemu_img.info(source, fmt)["virtual-size"])
     except _qemu_img.QemuImgError as exc:
         module.fail_json(msg="cannot read the source image: %s" % exc)
+    if os.path.isdir(os.path.dirname(dest)):
+        try:
+            short = disk_room.shortfall(source, fmt, dest, params["dest_format"], virtual_size,
+                                        reclaimable=state_store.part_path(dest))
+        except _qemu_img.QemuImgError as exc:
+            module.fail_json(msg="cannot tell whether dest %s has room: %s" % (dest, exc))
+        if short:
+            module.fail_json(msg=short)
     before = state_store.summary(current)
     if module.check_mode:
         planned = {"source": fingerprint, "source_sha256": known_sha256, "dest_format": params["dest_format"],

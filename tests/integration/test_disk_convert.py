@@ -374,6 +374,45 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, stream_vmdk, 
     assert listing(out) == []
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """Mount a tmpfs of the given size under tmp_path: a file system that really runs out of space."""
+    mounts = []
+
+    def mount(size_mib):
+        directory = tmp_path / ("fs-%d" % len(mounts))
+        directory.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dM" % size_mib, "v2kvm-test", str(directory)],
+                       check=True)
+        mounts.append(directory)
+        return directory
+
+    yield mount
+    for directory in mounts:
+        subprocess.run(["umount", str(directory)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+def test_a_disk_that_does_not_fit_is_refused_before_writing(tmp_path, small_fs):
+    data = os.urandom(6 * MIB)
+    raw = make_raw(tmp_path / "six.raw", {5 * MIB: data})
+    vmdk = qemu_convert(raw, "raw", tmp_path / "six.vmdk", "vmdk", "-o", "subformat=streamOptimized")
+    before = sha256_of(vmdk)
+    tight = small_fs(4)
+    for check_mode in (True, False):
+        result = run_module(tmp_path, check_mode=check_mode, src=vmdk, dest=str(tight / "six.qcow2"))
+        assert result.get("failed"), result
+        assert "not enough free space" in result["msg"] and str(tight) in result["msg"], result["msg"]
+        assert "qemu-img measure" in result["msg"] and "4.0 MiB" in result["msg"], result["msg"]
+        assert listing(tight) == []
+    # 10 MiB is less than the 64 MiB virtual size but more than the data: the exact need decides.
+    roomy = small_fs(10)
+    result = run_module(tmp_path, src=vmdk, dest=str(roomy / "six.qcow2"))
+    assert result["changed"] is True, result
+    assert qemu_compare(raw, "raw", str(roomy / "six.qcow2"), "qcow2") == 0
+    assert sha256_of(vmdk) == before
+
+
 @pytest.mark.skipif(not os.path.exists(ANSIBLE), reason="needs the repo venv's ansible")
 def test_runs_through_ansible_adhoc(tmp_path, raw, stream_vmdk, out):
     dest = str(out / "adhoc.qcow2")

@@ -1,0 +1,62 @@
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Whether the file system of a destination has room for a converted disk.
+
+Asked before anything is written, so a full file system is reported up front, with the sizes
+and the fix, instead of as ENOSPC halfway through a long conversion.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img
+
+# Bound on qcow2 metadata per byte of disk (64 KiB clusters: 8-byte L2 entries and 2-byte
+# refcounts per cluster, well under 1/4096) plus room for the header and the tables' slack.
+_METADATA_FRACTION = 4096
+_FIXED_SLACK = 16 << 20
+
+
+def human(size: int) -> str:
+    """1536 -> '1.5 KiB'; exact bytes are in the message too where it matters."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return ("%d %s" % (value, unit)) if unit == "bytes" else ("%.1f %s" % (value, unit))
+        value /= 1024
+    return "%d bytes" % size  # not reached
+
+
+def free_bytes(directory: str) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding ``directory``."""
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _allocated(path: str) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+def shortfall(source: str, fmt: str, dest: str, dest_format: str, virtual_size: int,
+              reclaimable: str | None = None) -> str | None:
+    """None when ``dest`` fits, else a message with both sizes and what to do.
+
+    ``reclaimable`` is a file the conversion removes before it writes (a stale temporary);
+    its blocks count as free. An upper bound on the output size is tried first, so the common
+    case costs one statvfs; only a tight fit asks ``qemu-img measure`` for the exact need.
+    """
+    directory = os.path.dirname(dest)
+    free = free_bytes(directory) + (_allocated(reclaimable) if reclaimable else 0)
+    if free >= virtual_size + virtual_size // _METADATA_FRACTION + _FIXED_SLACK:
+        return None
+    need = int(_qemu_img.measure(source, fmt, dest_format)["required"])
+    if need <= free:
+        return None
+    return ("not enough free space for %s: the converted disk needs %s (%d bytes, qemu-img measure) but the file "
+            "system holding %s has %s (%d bytes) free; free at least %s there, or choose a dest (storage pool) "
+            "on another file system" % (dest, human(need), need, directory, human(free), free,
+                                        human(need - free)))

@@ -1,0 +1,38 @@
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+import os
+
+import pytest
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _disk_room, _qemu_img
+
+
+@pytest.mark.parametrize("size, text", [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"),
+                                        (6619136, "6.3 MiB"), (3 << 40, "3.0 TiB")])
+def test_sizes_read_like_df(size, text):
+    assert _disk_room.human(size) == text
+
+
+def test_ample_room_is_decided_without_reading_the_source(tmp_path):
+    # The source does not exist: asking qemu-img would fail, so a None proves the statvfs path alone decided.
+    assert _disk_room.shortfall(str(tmp_path / "missing.vmdk"), "vmdk", str(tmp_path / "d.qcow2"), "qcow2",
+                                1 << 20) is None
+
+
+def test_a_tight_fit_asks_qemu_img(tmp_path):
+    free = _disk_room.free_bytes(str(tmp_path))
+    with pytest.raises(_qemu_img.QemuImgError, match="measure"):
+        _disk_room.shortfall(str(tmp_path / "missing.vmdk"), "vmdk", str(tmp_path / "d.qcow2"), "qcow2", free * 2)
+
+
+def test_a_stale_temporary_counts_as_free(tmp_path):
+    stale = tmp_path / ".d.qcow2.part"
+    stale.write_bytes(os.urandom(8 << 20))
+    dest, missing = str(tmp_path / "d.qcow2"), str(tmp_path / "missing.vmdk")
+    # Needs 4 MiB more than is free: fits only with the stale file's 8 MiB given back (4 MiB of leeway
+    # for whatever else writes to this file system meanwhile).
+    bound = _disk_room.free_bytes(str(tmp_path)) + (4 << 20)
+    virtual = (bound - (16 << 20)) * 4096 // 4097
+    with pytest.raises(_qemu_img.QemuImgError):
+        _disk_room.shortfall(missing, "vmdk", dest, "qcow2", virtual)
+    assert _disk_room.shortfall(missing, "vmdk", dest, "qcow2", virtual, reclaimable=str(stale)) is None
