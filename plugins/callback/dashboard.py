@@ -12,8 +12,10 @@ description:
   - Shows one row per VM (inventory host) with its stage, a progress bar, throughput, elapsed time, ETA and
     error, run metrics and a scrolling event log, updated from task events and from the live progress that
     long tasks such as M(v2kvm.migrate.disk_convert) send while they run (see C(docs/progress-channel.md)).
-  - Draws only from the callback's own events, at most once per O(refresh_interval); there is no refresh
-    thread, so nothing writes to the terminal while Ansible forks workers.
+  - Draws on the callback's own events, at most once per O(refresh_interval), and from a heartbeat thread
+    between events (a pending frame, and at least once a second so elapsed times advance; in line mode a
+    line per VM whose task still runs every O(line_interval)). Every fork of the controller waits for a beat
+    in progress and no beat starts during a fork, so nothing writes to the terminal while Ansible forks workers.
   - Falls back to plain progress lines, one per active VM every O(line_interval) seconds and no escape codes,
     when stdout is not a terminal, C(TERM=dumb), or C(CI), C(JOB_ID) or any C(AWX_*) variable is set.
   - Writes a JSON-lines event log, a summary JSON and a JUnit XML report (one testcase per VM) when asked.
@@ -42,7 +44,9 @@ options:
       - section: callback_v2kvm_dashboard
         key: mode
   line_interval:
-    description: Seconds between two progress lines of one VM in line mode.
+    description:
+      - Seconds between two progress lines of one VM in line mode, also while its task runs without reporting
+        progress (a line then says the task still runs and for how long).
     type: float
     default: 10
     env:
@@ -132,7 +136,8 @@ from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
     FAILED, SUCCEEDED, MigrationBoard)
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import LineView, TerminalView
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import CLOCK_REDRAW, LineView, TerminalView
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 
 PROGRESS_KEY = "v2kvm_progress"
 _CI_VARS = ("CI", "JOB_ID", "BUILD_ID", "TF_BUILD")
@@ -209,7 +214,7 @@ class CallbackModule(CallbackBase):
     CALLBACK_NAME = "v2kvm.migrate.dashboard"
     CALLBACK_NEEDS_ENABLED = True
 
-    def __init__(self, display=None, options=None, stream=None, clock=time.time):
+    def __init__(self, display=None, options=None, stream=None, clock=time.time, heartbeat=True):
         super().__init__(display=display, options=options)
         self.board = MigrationBoard()
         self._clock = clock
@@ -222,6 +227,8 @@ class CallbackModule(CallbackBase):
         self._vars_read = False
         self._early_events = []
         self._finished = False
+        self._heartbeat = None
+        self._heartbeat_wanted = heartbeat  # tests that drive a fake clock step it themselves
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -256,9 +263,24 @@ class CallbackModule(CallbackBase):
         elif mode == "line":
             self._view = LineView(self.board, stream=stream, interval=self.get_option("line_interval"),
                                   clock=self._clock)
+        if self._view is not None and self._heartbeat_wanted:
+            period = min(self.get_option("refresh_interval"), CLOCK_REDRAW) if mode == "terminal" else 1.0
+            self._heartbeat = Heartbeat(self._beat, period)
+            self._heartbeat.start()
         path = self.get_option("events_file")
         if path:
             self._events_fh = open(path, "a", encoding="utf-8")
+
+    def _beat(self):
+        with self._lock:
+            if self._view is not None and not self._finished:
+                self._view.heartbeat()
+
+    def _stop_heartbeat(self):
+        # Outside self._lock: a beat waiting for it holds the fork guard, and stop() waits for the beat.
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     @staticmethod
     def _quit():
@@ -337,6 +359,7 @@ class CallbackModule(CallbackBase):
             self._restart()
 
     def _restart(self):
+        self._stop_heartbeat()
         if self._view is not None:
             self._view.discard()
             self._view = None
@@ -412,6 +435,7 @@ class CallbackModule(CallbackBase):
     # -- end of run -----------------------------------------------------------------------------
 
     def close(self):
+        self._stop_heartbeat()
         with self._lock:
             if self._finished:
                 return

@@ -30,6 +30,7 @@ THEMES = {
 
 
 _BAR_WIDTH = 20
+CLOCK_REDRAW = 1.0  # seconds: how stale the elapsed times may get while nothing else changes
 # (title, width or 0 for a share of what is left, right-aligned)
 _COLUMNS = (("VM", 0, False), ("src", 5, False), ("", 1, False), ("stage", 0, False),
             ("progress", _BAR_WIDTH + 7, False), ("MB/s", 10, True), ("elapsed", 8, True), ("ETA", 8, True),
@@ -135,6 +136,15 @@ class LineView:
 
     def tick(self):
         """Nothing is ever pending: each line is written when its event arrives."""
+
+    def heartbeat(self):
+        """Between events: a line for each VM whose task still runs and has had none for ``interval``,
+        so a long task without progress (booting a guest to validate it) still shows in the log."""
+        now = self.clock()
+        for vm in self.board.vms.values():
+            if vm.busy and now - self._last_line.get(vm.host, float("-inf")) >= self.interval:
+                self._last_line[vm.host] = now
+                self._write(progress_line(vm, now))
 
     def close(self):
         self.stream.flush()
@@ -265,6 +275,17 @@ class TerminalView:
         if self._dirty_keys or now - self._last_render >= self.refresh_interval:
             self.draw(now)
 
+    def heartbeat(self):
+        """Between events: draw a pending frame or a key once due, and redraw at least every second
+        while the run goes on, so elapsed times advance and the last burst of events shows."""
+        if not self._live_started:
+            return
+        now = self.clock()
+        since = now - self._last_render
+        if self._dirty_keys or (self.pending and since >= self.refresh_interval) or (
+                since >= CLOCK_REDRAW and self.board.run_finished is None):
+            self.draw(now)
+
     def draw(self, now=None):
         now = self.clock() if now is None else now
         if not self._live_started:
@@ -312,7 +333,7 @@ class TerminalView:
         log_panel = Panel(self._log_text(log_height - 2, style), title="events", height=log_height,
                           border_style=style["run"] if self.focus == "log" else style["border"])
         last = self.board.last_update
-        footer = Text(" last update %s   q quit  r refresh  l log  m migrations  d dark/light  %s" % (
+        footer = Text(" last event %s   q quit  r refresh  l log  m migrations  d dark/light  %s" % (
             time.strftime("%H:%M:%S", time.localtime(last)) if last else "-",
             "(finished)" if final else ("(stopping...)" if self.quitting else "")), style=style["footer"])
         footer.truncate(width, overflow="ellipsis", pad=True)

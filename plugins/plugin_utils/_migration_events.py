@@ -69,6 +69,7 @@ class VmState:
     tasks_ok: int = 0
     tasks_changed: int = 0
     tasks_failed: int = 0
+    busy: bool = False  # a task that is not bookkeeping runs for this VM now
 
     @property
     def percent(self) -> float | None:
@@ -146,6 +147,7 @@ class MigrationBoard:
             vm.status = RUNNING
             vm.started = ts
         if vm.status == RUNNING and not event.get("bookkeeping"):
+            vm.busy = True
             vm.task = event.get("task") or ""
             vm.stage = vm.task
             # The bar belongs to the task that reported it; a new task starts without one.
@@ -179,6 +181,7 @@ class MigrationBoard:
 
     def _on_task_end(self, event, ts):
         vm = self.vm(event["host"])
+        vm.busy = False
         status = event.get("status")
         if vm.started is None:
             vm.started = ts
@@ -210,6 +213,7 @@ class MigrationBoard:
         if vm.started is None:
             vm.started = ts
         vm.finished = ts
+        vm.busy = False
         vm.rate, vm.eta = 0.0, None
         if vm.status == SUCCEEDED:
             # A re-run of a finished migration changes nothing: say so rather than look like a new one.
@@ -219,7 +223,8 @@ class MigrationBoard:
             vm.stage = "failed in %s" % vm.phase if vm.phase else "failed: %s" % vm.stage
         if vm.status == FAILED and event.get("msg"):
             vm.error = str(event["msg"])[:500]
-        self._note(ts, event["host"], "%s %s" % (vm.name, vm.status))
+        # The log shows the host already; the VM's own name only when it differs.
+        self._note(ts, event["host"], vm.status if vm.name in ("", vm.host) else "%s %s" % (vm.name, vm.status))
 
     def _on_run_end(self, event, ts):
         self.run_finished = ts

@@ -55,7 +55,7 @@ def make_callback(tmp_path, mode="line", clock=None, stream=None, **options):
     opts = {"mode": mode, "line_interval": 10.0, "refresh_interval": 0.5, "events_file": None,
             "summary_file": None, "junit_file": None, "keys": False, "theme": "dark"}
     opts.update(options)
-    cb = dashboard.CallbackModule(stream=stream or io.StringIO(), clock=clock or time.time)
+    cb = dashboard.CallbackModule(stream=stream or io.StringIO(), clock=clock or time.time, heartbeat=False)
     cb._plugin_options = opts
     return cb
 
@@ -302,6 +302,63 @@ def test_a_frame_left_pending_by_the_rate_limit_is_drawn_by_the_next_event():
     assert view.renders == 2  # nothing new: nothing drawn
     view.close()
     assert "50.0%" in stream.getvalue()
+
+
+def test_the_heartbeat_keeps_the_clock_moving_and_draws_the_last_burst():
+    clock = FakeClock(100.0)
+    board = MigrationBoard()
+    stream = io.StringIO()
+    view = TerminalView(board, stream=stream, refresh_interval=0.5, keys=False, size=(120, 30), clock=clock)
+    for host in ("a", "b", "c"):  # one burst: the starts of a task that reports no progress
+        event = {"ts": clock.now, "type": "task_start", "host": host, "task": "Boot and watch", "task_uuid": "u"}
+        board.apply(event)
+        view.on_event(event)
+    assert view.renders == 1 and view.pending  # b and c are not on screen yet
+    clock.now += 0.3
+    view.heartbeat()
+    assert view.renders == 1  # within the rate limit
+    clock.now += 0.3
+    view.heartbeat()
+    assert view.renders == 2 and not view.pending
+    assert stream.getvalue().count("Boot and watch") >= 4  # the first frame's a, then a, b and c
+    clock.now += 0.5
+    view.heartbeat()
+    assert view.renders == 2  # nothing new, and the clock was drawn less than a second ago
+    clock.now += 0.6
+    view.heartbeat()
+    assert view.renders == 3 and "0:01" in stream.getvalue()  # elapsed times advance without events
+    board.apply({"ts": clock.now, "type": "run_end"})
+    view.on_event({"type": "run_end"})
+    rendered = view.renders
+    clock.now += 5
+    view.heartbeat()
+    assert view.renders == rendered  # a finished run is not redrawn
+    view.close()
+
+
+def test_line_mode_heartbeat_reports_a_long_task_without_progress(tmp_path):
+    clock = FakeClock()
+    out = io.StringIO()
+    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=10.0)
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "/x/migrate.yml"})())
+    web, db = Host("web01"), Host("db01")
+    validate = Task("Validate the migrated guest", "uuid-validate", action="v2kvm.migrate.validate")
+    mark = Task("Mark the phase", "uuid-mark", action="ansible.builtin.set_fact")
+    cb.v2_runner_on_start(web, validate)
+    cb.v2_runner_on_start(db, mark)
+    for _second in range(25):
+        clock.now += 1
+        cb._beat()
+    web_lines = [line for line in out.getvalue().splitlines() if " web01 " in line]
+    # The start line, then one each 10 s while it runs: elapsed 0:10 and 0:20.
+    assert len(web_lines) == 3 and "Validate the migrated guest" in web_lines[-1], web_lines
+    assert "elapsed 0:20" in web_lines[-1], web_lines
+    assert " db01 " not in out.getvalue()  # bookkeeping never gets a line, not even a heartbeat
+    cb.v2_runner_on_ok(Result(web, validate, {"changed": True}))
+    before = out.getvalue()
+    clock.now += 30
+    cb._beat()
+    assert out.getvalue() == before  # the task ended: nothing runs, nothing to report
 
 
 def test_role_task_names_are_readable_and_a_failed_vm_shows_its_phase(tmp_path):
