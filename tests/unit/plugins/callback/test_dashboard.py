@@ -304,6 +304,23 @@ def test_a_frame_left_pending_by_the_rate_limit_is_drawn_by_the_next_event():
     assert "50.0%" in stream.getvalue()
 
 
+def test_a_skipped_task_gives_the_stage_back(tmp_path):
+    cb = make_callback(tmp_path, mode="off")
+    web = Host("web01")
+    define = Task("Define the libvirt domain", "uuid-define", "v2kvm.migrate.domain")
+    cleanup = Task("Remove the disks copied from vSphere", "uuid-cleanup", "ansible.builtin.file")
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    cb.v2_runner_on_start(web, define)
+    cb.v2_runner_on_ok(Result(web, define, {"changed": True}))
+    cb.v2_runner_on_start(web, cleanup)
+    assert cb.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # announced before `when`
+    cb.v2_runner_on_skipped(Result(web, cleanup, {"skipped": True}))
+    assert cb.board.vms["web01"].stage == "Define the libvirt domain"
+    cb.v2_runner_on_start(web, cleanup)
+    cb.v2_runner_on_ok(Result(web, cleanup, {"changed": True}))
+    assert cb.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # it ran: it stays
+
+
 def test_the_heartbeat_keeps_the_clock_moving_and_draws_the_last_burst():
     clock = FakeClock(100.0)
     board = MigrationBoard()
