@@ -110,6 +110,8 @@ class LineView:
         self.interval = float(interval)
         self.clock = clock
         self._last_line: dict[str, float] = {}
+        self._phase_seen: dict[str, str] = {}
+        self._transfers_seen: set = set()
         self.lines_written = 0
 
     def _write(self, text):
@@ -121,6 +123,15 @@ class LineView:
         kind = event.get("type")
         host = event.get("host")
         now = event.get("ts") or self.clock()
+        if kind == "task_end" and host and event.get("phase") and self._phase_seen.get(host) != event["phase"]:
+            # A new phase (convert, define, validate...): its first task gets a line whatever the interval,
+            # so the log shows every step of every VM.
+            self._phase_seen[host] = event["phase"]
+            self._last_line.pop(host, None)
+        elif kind == "progress" and host and (host, event.get("task_uuid"), event.get("item")) not in self._transfers_seen:
+            # Likewise the first sample of each transfer (each disk): the log shows it began, and its size.
+            self._transfers_seen.add((host, event.get("task_uuid"), event.get("item")))
+            self._last_line.pop(host, None)
         if (kind == "progress" or (kind == "task_start" and not event.get("bookkeeping"))) and host:
             last = self._last_line.get(host)
             if last is None or now - last >= self.interval:

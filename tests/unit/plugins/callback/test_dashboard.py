@@ -304,6 +304,39 @@ def test_a_frame_left_pending_by_the_rate_limit_is_drawn_by_the_next_event():
     assert "50.0%" in stream.getvalue()
 
 
+def test_line_mode_shows_the_first_task_of_every_phase_whatever_the_interval(tmp_path):
+    clock = FakeClock()
+    out = io.StringIO()
+    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=600.0)
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    web = Host("web01")
+    mark = Task("Mark the phase", "uuid-mark", "ansible.builtin.set_fact")
+    steps = [("convert", "Convert each disk into the pool", "v2kvm.migrate.disk_convert"),
+             ("convert", "Record the converted disks", "v2kvm.migrate.disk_convert"),
+             ("define", "Define the libvirt domain", "v2kvm.migrate.domain"),
+             ("validate", "Validate the migrated guest", "v2kvm.migrate.validate")]
+    for number, (phase, name, action) in enumerate(steps):
+        cb.v2_runner_on_start(web, mark)
+        cb.v2_runner_on_ok(Result(web, mark, {"ansible_facts": {"migrate_vm_phase": phase}}))
+        task = Task(name, "uuid-%d" % number, action)
+        cb.v2_runner_on_start(web, task)
+        cb.v2_runner_on_ok(Result(web, task, {"changed": True}))
+        clock.now += 1
+    text = out.getvalue()
+    for _phase, name, _action in steps:
+        # One line per phase: the second convert task is inside the interval and the same phase.
+        assert (name in text) == (name != "Record the converted disks"), text
+    # The first sample of each transfer (each disk) gets its line too; later ones wait for the interval.
+    convert = Task("Convert each disk into the pool", "uuid-c2")
+    cb.v2_runner_on_start(web, convert)
+    for disk in ("disk1.vmdk", "disk2.vmdk"):
+        for step in (1, 2, 3):
+            clock.now += 1
+            cb.v2_runner_on_async_poll(progress(web, convert, step * GIB // 4, GIB, item=disk))
+    samples = [line for line in out.getvalue().splitlines() if "convert disk" in line]
+    assert len(samples) == 2 and "disk1.vmdk 25.0%" in samples[0] and "disk2.vmdk 25.0%" in samples[1], samples
+
+
 def test_a_skipped_task_gives_the_stage_back(tmp_path):
     cb = make_callback(tmp_path, mode="off")
     web = Host("web01")
