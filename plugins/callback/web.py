@@ -15,7 +15,10 @@ description:
     address; the page lives as long as the run plus O(linger) seconds.
   - With O(url), POSTs the events to a standalone dashboard server (C(scripts/web_dashboard.py)) with
     O(token); many runs (AWX jobs, CI jobs) can report to one server.
-  - Uses no thread; the embedded server never writes to the terminal.
+  - Events are sent as they come, batched at most once per flush interval; a heartbeat thread sends a batch
+    left waiting (for example the starts of a long task on every VM) without waiting for the next event. It
+    never runs while Ansible forks a worker (see C(docs/dashboard.md)). The embedded server never writes to
+    the terminal.
 requirements:
   - aiohttp (Python library, on the controller, for the embedded server)
 options:
@@ -119,6 +122,7 @@ import os
 import time
 
 from ansible_collections.v2kvm.migrate.plugins.callback.dashboard import CallbackModule as DashboardCallback
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
     EmbeddedPublisher, HttpPublisher, PublisherError)
 
@@ -161,6 +165,16 @@ class CallbackModule(DashboardCallback):
             return
         self.publisher = publisher
         self._display.display("v2kvm.migrate.web: dashboard of this run at %s" % where)
+        if self._heartbeat_wanted:
+            # Events that arrive in a burst just before a long quiet task (its starts on every VM) would
+            # otherwise wait in the batch until that task ends.
+            self._heartbeat = Heartbeat(self._send_pending, publisher.batcher.flush_interval)
+            self._heartbeat.start()
+
+    def _send_pending(self):
+        with self._lock:
+            if self.publisher is not None and not self._finished and self.publisher.batcher.due():
+                self.publisher.flush()
 
     def emit(self, event: dict) -> None:
         event.setdefault("ts", self._clock())
@@ -192,6 +206,7 @@ class CallbackModule(DashboardCallback):
             self._result = None
 
     def close(self):
+        self._stop_heartbeat()
         with self._lock:
             if self._finished:
                 return

@@ -128,9 +128,8 @@ class LineView:
             # so the log shows every step of every VM.
             self._phase_seen[host] = event["phase"]
             self._last_line.pop(host, None)
-        elif kind == "progress" and host and (host, event.get("task_uuid"), event.get("item")) not in self._transfers_seen:
+        elif kind == "progress" and host and self._first_sample(host, event):
             # Likewise the first sample of each transfer (each disk): the log shows it began, and its size.
-            self._transfers_seen.add((host, event.get("task_uuid"), event.get("item")))
             self._last_line.pop(host, None)
         if (kind == "progress" or (kind == "task_start" and not event.get("bookkeeping"))) and host:
             last = self._last_line.get(host)
@@ -144,6 +143,13 @@ class LineView:
             self._write(progress_line(self.board.vm(host), now))
         elif kind == "run_end":
             self._write(metrics_line(self.board.metrics(now)))
+
+    def _first_sample(self, host, event) -> bool:
+        key = (host, event.get("task_uuid"), event.get("item"))
+        if key in self._transfers_seen:
+            return False
+        self._transfers_seen.add(key)
+        return True
 
     def tick(self):
         """Nothing is ever pending: each line is written when its event arrives."""

@@ -1,6 +1,6 @@
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Send the run's events (the dashboard's event model) to a web dashboard, without threads.
+"""Send the run's events (the dashboard's event model) to a web dashboard, with no thread of its own.
 
 - ``EmbeddedPublisher`` starts the server (``_web_server.py --stdin``) as a child process with
   stdout/stderr away from the terminal and writes batches to its stdin through a NON-BLOCKING
@@ -8,9 +8,10 @@
 - ``HttpPublisher`` POSTs batches to a standalone server's ``/api/ingest`` with the token, at
   most once per ``flush_interval`` (and at the end of the run), with a short timeout and backoff.
 
-Both are called from the callback in the controller's main thread only: nothing here runs while
-Ansible forks (see "No refresh thread" in docs/dashboard.md). Each batch carries one controller
-sample (CPU/memory/threads of this process) taken at most once a second.
+Both are called from the callback, in the controller's main thread or in its heartbeat thread, never
+both at once (the callback's lock) and never while Ansible forks (see "A fork-safe heartbeat" in
+docs/dashboard.md). Each batch carries one controller sample (CPU/memory/threads of this process)
+taken at most once a second.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ class _Batcher:
         self.events.append(event)
         now = self._clock()
         return event.get("type") in URGENT or now - self._last_flush >= self.flush_interval
+
+    def due(self) -> bool:
+        """Events wait, and the last send is at least one flush interval old."""
+        return bool(self.events) and self._clock() - self._last_flush >= self.flush_interval
 
     def take(self) -> dict:
         now = self._clock()

@@ -1,0 +1,52 @@
+"""A run reporting to a standalone web dashboard: events that arrive in a burst just before a long
+quiet task (its starts on every VM) reach the server while that task runs, not when it ends."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from web.conftest import REPO, TOKEN
+
+pytestmark = pytest.mark.integration
+BIN = os.path.dirname(sys.executable)
+HOSTS = ("vm1", "vm2", "vm3")
+
+
+def test_the_starts_of_a_quiet_task_reach_the_dashboard_while_it_runs(tmp_path, web_server):
+    server = web_server()
+    play = [{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "Get ready", "ansible.builtin.command": "true"},
+        {"name": "Wait quietly", "ansible.builtin.command": "sleep 8"}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    (tmp_path / "hosts").write_text("".join("%s ansible_connection=local ansible_python_interpreter=%s\n"
+                                            % (host, sys.executable) for host in HOSTS))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
+               ANSIBLE_CALLBACKS_ENABLED="v2kvm.migrate.web", V2KVM_WEB_URL=server.url, V2KVM_WEB_TOKEN=TOKEN,
+               ANSIBLE_FORKS="3", PATH=BIN + os.pathsep + os.environ["PATH"])
+    proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(tmp_path / "hosts"),
+                             str(tmp_path / "play.yml")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        stages, waiting_seen_at = {}, None
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            jobs = json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
+            stages = {job["host"]: job["stage"] for job in jobs}
+            if all(stages.get(host) == "Wait quietly" for host in HOSTS):
+                waiting_seen_at = time.time()
+                break
+            time.sleep(0.3)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    # Seen while the 8 s sleep still ran (the run had not ended when the server showed it).
+    assert waiting_seen_at is not None, (stages, output)
