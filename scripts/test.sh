@@ -5,6 +5,18 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 scripts/setup.sh
+# The integration tests build disk images: the largest test takes about 1.5 GiB of scratch space and
+# the shared fixtures about 1 GiB more. Say so up front instead of failing dozens of tests with ENOSPC.
+need_mib=3072
+for dir in "${TMPDIR:-/tmp}" "$here/.work"; do
+  mkdir -p "$dir"
+  avail_mib=$(( $(df -Pk "$dir" | awk 'NR==2 {print $4}') / 1024 ))
+  if [ "$avail_mib" -lt "$need_mib" ]; then
+    echo "test: only $avail_mib MiB free on the file system of $dir; the tests need about $need_mib MiB of" \
+      "scratch space there. Free some space (or point TMPDIR at a bigger file system) and run again." >&2
+    exit 1
+  fi
+done
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== ansible-test sanity"
