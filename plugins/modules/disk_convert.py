@@ -15,8 +15,8 @@ description:
   - The result is written to C(.NAME.part) beside O(dest), checked (C(qemu-img check) for qcow2),
     flushed to disk and only then renamed to O(dest). A failure or interruption removes the temporary file,
     so a half-made image never appears under the final name.
-  - Before anything is written, also in check mode, the file system of O(dest) must have room for the result:
-    when its free space is below the virtual size, C(qemu-img measure) gives the exact need, and a disk that
+  - Before anything is written, also in check mode, the file system of O(dest) must have room for the result.
+    When its free space is below the virtual size, C(qemu-img measure) gives the exact need, and a disk that
     does not fit fails at once with both sizes instead of filling the file system halfway through.
   - A hidden sidecar C(.NAME.v2kvm.json) beside O(dest) records the source fingerprint, the source file
     digest, the content digest of the result and the qemu-img version. A later run with the same source and
