@@ -7,10 +7,15 @@ the same digest whether it is stored as raw, qcow2 or vmdk, sparse or fully allo
 
     the virtual disk is cut into 1 MiB chunks (the last one may be shorter);
     each chunk contributes one record: b"\\x00" if all its bytes are zero,
-    else b"\\x01" + sha256(chunk bytes);
-    digest = sha256(b"v2kvm-content-v1\\n" + virtual_size (8 bytes, big-endian)
-                    + chunk_size (8 bytes, big-endian) + all records in order),
-    written as "content-v1:" + hex.
+    else b"\\x01" + H(chunk bytes);
+    digest = H(b"v2kvm-content-vN\\n" + virtual_size (8 bytes, big-endian)
+               + chunk_size (8 bytes, big-endian) + all records in order),
+    written as "content-vN:" + hex.
+
+Version 2 (H = BLAKE3, 32-byte output) is used when the Python package blake3 is installed
+where the digest is computed; it hashes about three times as fast as sha256 with SHA-NI on
+one core. Otherwise version 1 (H = sha256). The prefix says which, and only digests of the
+same version compare.
 
 Only the data extents reported by `qemu-img map` are read, so holes cost nothing. Raw and
 qcow2 files are read directly at the host offsets qemu-img reports; any other layout
@@ -28,9 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img
 
+try:
+    from blake3 import blake3 as _blake3
+except ImportError:  # version 1 (sha256) then; nothing else needs the package
+    _blake3 = None
+
 CHUNK_SIZE = 1 << 20
-PREFIX = "content-v1:"
-_HEADER = b"v2kvm-content-v1\n"
+_HASHES = {1: hashlib.sha256, 2: _blake3}
+NEWEST = 2 if _blake3 is not None else 1
+PREFIX = "content-v%d:" % NEWEST
 _ZERO_RECORD = b"\x00"
 _DATA_MARK = b"\x01"
 _BATCH = 16  # chunks per pool task: large enough to amortise scheduling, small enough to balance
@@ -91,7 +102,11 @@ def _chunk_jobs(segments, virtual_size):
     return sorted(jobs.items())
 
 
-def _hash_batch(fd, virtual_size, batch):
+def prefix(version: int) -> str:
+    return "content-v%d:" % version
+
+
+def _hash_batch(fd, virtual_size, batch, hasher):
     records = []
     for index, pieces in batch:
         length = min(CHUNK_SIZE, virtual_size - index * CHUNK_SIZE)
@@ -104,21 +119,23 @@ def _hash_batch(fd, virtual_size, batch):
         if buf == _ZEROS[:length]:
             records.append((index, _ZERO_RECORD))
         else:
-            records.append((index, _DATA_MARK + hashlib.sha256(buf).digest()))
+            records.append((index, _DATA_MARK + hasher(buf).digest()))
     return records
 
 
-def _digest_direct(path, virtual_size, segments, workers):
+def _digest_direct(path, virtual_size, segments, workers, version):
+    hasher = _HASHES[version]
     jobs = _chunk_jobs(segments, virtual_size)
     batches = [jobs[i:i + _BATCH] for i in range(0, len(jobs), _BATCH)]
-    total = hashlib.sha256()
-    total.update(_HEADER + virtual_size.to_bytes(8, "big") + CHUNK_SIZE.to_bytes(8, "big"))
+    total = hasher()
+    header = b"v2kvm-content-v%d\n" % version
+    total.update(header + virtual_size.to_bytes(8, "big") + CHUNK_SIZE.to_bytes(8, "big"))
     chunk_count = (virtual_size + CHUNK_SIZE - 1) // CHUNK_SIZE
     fd = os.open(path, os.O_RDONLY)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             next_index = 0
-            for records in pool.map(lambda batch: _hash_batch(fd, virtual_size, batch), batches):
+            for records in pool.map(lambda batch: _hash_batch(fd, virtual_size, batch, hasher), batches):
                 for index, record in records:
                     if index > next_index:
                         total.update(_ZERO_RECORD * (index - next_index))
@@ -128,25 +145,29 @@ def _digest_direct(path, virtual_size, segments, workers):
         os.close(fd)
     if chunk_count > next_index:
         total.update(_ZERO_RECORD * (chunk_count - next_index))
-    return PREFIX + total.hexdigest()
+    return prefix(version) + total.hexdigest()
 
 
 def content_digest(source: str, fmt: str, *, scratch_dir: str | None = None,
-                   workers: int | None = None) -> str:
-    """Digest of the guest-visible content of an image (see the module docstring)."""
+                   workers: int | None = None, version: int | None = None) -> str:
+    """Digest of the guest-visible content of an image (see the module docstring); the newest
+    version this host can compute unless ``version`` asks for another."""
+    version = version or NEWEST
+    if _HASHES.get(version) is None:
+        raise ValueError("content digest version %s needs the Python package blake3 on this host" % version)
     workers = workers or max(1, min(2, os.cpu_count() or 1))
     image_info = _qemu_img.info(source, fmt)
     virtual_size = int(image_info["virtual-size"])
     extents = _qemu_img.map_extents(source, fmt)
     segments = _direct_segments(source, fmt, image_info, extents)
     if segments is not None:
-        return _digest_direct(source, virtual_size, segments, workers)
+        return _digest_direct(source, virtual_size, segments, workers, version)
     if scratch_dir is None and not source.startswith("json:"):
         scratch_dir = os.path.dirname(os.path.abspath(source))
     handle, scratch = tempfile.mkstemp(prefix=".v2kvm-digest-", suffix=".raw", dir=scratch_dir)
     os.close(handle)
     try:
         _qemu_img.convert(source, fmt, scratch, "raw")
-        return content_digest(scratch, "raw", workers=workers)
+        return content_digest(scratch, "raw", workers=workers, version=version)
     finally:
         os.unlink(scratch)

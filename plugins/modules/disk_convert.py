@@ -88,7 +88,8 @@ options:
       - V(none) adds nothing; RV(content_digest) is then null.
       - V(digest) (the default) reads the data extents of the result once, mostly from the page cache just
         filled by the conversion, on two threads, overlapped with the flush to disk, to compute RV(content_digest).
-        About 0.3 s per GiB of data; holes cost nothing.
+        About 0.15 s per GiB of data with the Python package C(blake3) on the target, 0.4 s without; holes
+        cost nothing.
       - V(compare) also runs C(qemu-img compare) of the source against the result, which reads and decodes the
         whole source again; expect the step to take about twice as long as the conversion.
     type: str
@@ -108,7 +109,8 @@ attributes:
     description: Running the module twice with the same input changes nothing the second time.
     support: full
 notes:
-  - Needs C(qemu-img) (Debian package C(qemu-utils)) on the target.
+  - Needs C(qemu-img) (Debian package C(qemu-utils)) on the target. The Python package C(blake3) there is
+    optional and makes the content digest about 2.5 times faster.
   - Re-running after the guest has written to O(dest) converts again and discards those writes, because
     O(dest) no longer matches its sidecar. Stop converting once the VM has been started.
 author:
@@ -175,12 +177,14 @@ content_digest:
   description:
     - Digest of the guest-visible content of the result, the same for the same content whatever the format or
       allocation. The virtual disk is cut into 1 MiB chunks; an all-zero chunk contributes the byte 0x00, any
-      other chunk 0x01 followed by its sha256; the digest is sha256 over C(v2kvm-content-v1\n), the virtual size
-      and the chunk size (8-byte big-endian each) and those records, written as C(content-v1:<hex>).
+      other chunk 0x01 followed by its hash H; the digest is H over C(v2kvm-content-vN\n), the virtual size
+      and the chunk size (8-byte big-endian each) and those records, written as C(content-vN:<hex>).
+    - Version 2 (H is BLAKE3) when the Python package C(blake3) is installed on the target, else version 1
+      (H is sha256). Only digests of the same version compare.
     - Null with O(verify=none) or in check mode before a conversion.
   returned: when state=present
   type: str
-  sample: content-v1:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
+  sample: content-v2:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
 qemu_img_version:
   description: Version of qemu-img that made O(dest).
   returned: when state=present

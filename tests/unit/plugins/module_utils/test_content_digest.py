@@ -4,11 +4,14 @@ import hashlib
 import os
 import subprocess
 
+import blake3
 import pytest
 from rig.raw_images import write_sparse
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._content_digest import (
-    CHUNK_SIZE, PREFIX, content_digest, file_sha256)
+    CHUNK_SIZE, NEWEST, PREFIX, content_digest, file_sha256)
+
+HASHES = {1: hashlib.sha256, 2: blake3.blake3}  # blake3 is in requirements.txt: both versions are checked
 
 MIB = 1 << 20
 SIZE = 24 * MIB + 12345  # not a whole number of chunks
@@ -24,11 +27,12 @@ def convert(src, dst, fmt, *options):
     return str(dst)
 
 
-def reference_digest(raw_path):
+def reference_digest(raw_path, version=NEWEST):
     """The documented definition, computed naively over every byte."""
     # A guest sees whole sectors: qemu rounds a raw file's size up to 512 bytes, zero-filled.
     size = (os.path.getsize(raw_path) + 511) // 512 * 512
-    total = hashlib.sha256(b"v2kvm-content-v1\n" + size.to_bytes(8, "big") + CHUNK_SIZE.to_bytes(8, "big"))
+    hasher = HASHES[version]
+    total = hasher(b"v2kvm-content-v%d\n" % version + size.to_bytes(8, "big") + CHUNK_SIZE.to_bytes(8, "big"))
     with open(raw_path, "rb") as handle:
         while True:
             chunk = handle.read(CHUNK_SIZE)
@@ -36,8 +40,8 @@ def reference_digest(raw_path):
                 break
             if len(chunk) < CHUNK_SIZE:
                 chunk += bytes(min(CHUNK_SIZE, size - handle.tell() + len(chunk)) - len(chunk))
-            total.update(b"\x00" if chunk.count(0) == len(chunk) else b"\x01" + hashlib.sha256(chunk).digest())
-    return PREFIX + total.hexdigest()
+            total.update(b"\x00" if chunk.count(0) == len(chunk) else b"\x01" + hasher(chunk).digest())
+    return "content-v%d:" % version + total.hexdigest()
 
 
 @pytest.fixture
@@ -46,7 +50,16 @@ def raw(tmp_path):
 
 
 def test_matches_the_documented_definition(raw):
+    assert NEWEST == 2 and PREFIX == "content-v2:"  # blake3 is installed here
     assert content_digest(raw, "raw") == reference_digest(raw)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_each_version_matches_its_definition_in_any_format(tmp_path, raw, version):
+    qcow2 = convert(raw, tmp_path / "v.qcow2", "qcow2")
+    expected = reference_digest(raw, version)
+    assert expected.startswith("content-v%d:" % version)
+    assert content_digest(raw, "raw", version=version) == content_digest(qcow2, "qcow2", version=version) == expected
 
 
 @pytest.mark.parametrize("fmt, options", [
