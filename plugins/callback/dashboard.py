@@ -122,6 +122,7 @@ options:
         key: theme
 """
 
+import atexit
 import json
 import os
 import signal
@@ -135,7 +136,7 @@ from ansible.config.manager import ensure_type
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
-    FAILED, SUCCEEDED, MigrationBoard)
+    FAILED, RUNNING, SUCCEEDED, MigrationBoard)
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import CLOCK_REDRAW, LineView, TerminalView
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 
@@ -214,7 +215,7 @@ class CallbackModule(CallbackBase):
     CALLBACK_NAME = "v2kvm.migrate.dashboard"
     CALLBACK_NEEDS_ENABLED = True
 
-    def __init__(self, display=None, options=None, stream=None, clock=time.time, heartbeat=True):
+    def __init__(self, display=None, options=None, stream=None, clock=time.time, live=True):
         super().__init__(display=display, options=options)
         self.board = MigrationBoard()
         self._clock = clock
@@ -228,7 +229,9 @@ class CallbackModule(CallbackBase):
         self._early_events = []
         self._finished = False
         self._heartbeat = None
-        self._heartbeat_wanted = heartbeat  # tests that drive a fake clock step it themselves
+        # live=False (tests driving a fake clock): no heartbeat thread and no exit hook; they call both.
+        self._heartbeat_wanted = live
+        self._exit_hook_wanted = live
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -254,6 +257,7 @@ class CallbackModule(CallbackBase):
         if self._started:
             return
         self._started = True
+        self._register_exit_hook()
         mode = self._choose_mode()
         stream = self._stream or sys.stdout
         if mode == "terminal":
@@ -433,6 +437,24 @@ class CallbackModule(CallbackBase):
         self.close()
 
     # -- end of run -----------------------------------------------------------------------------
+
+    def _register_exit_hook(self):
+        if self._exit_hook_wanted:
+            self._exit_hook_wanted = False  # once, even if the options restart the view
+            atexit.register(self._at_exit)
+
+    def _at_exit(self):
+        """ansible-playbook stopped early (Ctrl-C, q, a fatal error) and sent no stats: end the run here.
+        VMs still running end as failed ("interrupted"), the reports are written and the terminal is given
+        back (cursor, key mode) instead of being left as the last frame found it."""
+        if self._finished or not self._started:
+            return
+        for host, vm in list(self.board.vms.items()):
+            if vm.status == RUNNING:
+                self.emit({"type": "vm_end", "host": host, "verdict": FAILED,
+                           "msg": "interrupted: the run stopped during %s" % (vm.stage or "its first task")})
+        self.emit({"type": "run_end", "interrupted": True})
+        self.close()
 
     def close(self):
         self._stop_heartbeat()

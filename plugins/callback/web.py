@@ -144,6 +144,7 @@ class CallbackModule(DashboardCallback):
         if self._started:
             return
         self._started = True
+        self._register_exit_hook()
         label = self.get_option("run_label") or ""
         if not label and os.environ.get("JOB_ID"):
             label = "job %s" % os.environ["JOB_ID"]

@@ -352,7 +352,8 @@ class TerminalView:
         last = self.board.last_update
         footer = Text(" last event %s   q quit  r refresh  l log  m migrations  d dark/light  %s" % (
             time.strftime("%H:%M:%S", time.localtime(last)) if last else "-",
-            "(finished)" if final else ("(stopping...)" if self.quitting else "")), style=style["footer"])
+            ("(interrupted)" if self.board.interrupted else "(finished)") if final
+            else ("(stopping...)" if self.quitting else "")), style=style["footer"])
         footer.truncate(width, overflow="ellipsis", pad=True)
         return Group(header, vm_panel, metrics_panel, log_panel, footer)
 

@@ -102,6 +102,7 @@ class MigrationBoard:
         self.progress_events = 0
         self.run_started: float | None = None
         self.run_finished: float | None = None
+        self.interrupted = False  # the run ended early (Ctrl-C, q): its running VMs were stopped
         self.last_update: float | None = None
         self.playbook = ""
         self._clock = clock
@@ -233,7 +234,8 @@ class MigrationBoard:
 
     def _on_run_end(self, event, ts):
         self.run_finished = ts
-        self._note(ts, "", "run finished")
+        self.interrupted = bool(event.get("interrupted"))
+        self._note(ts, "", "run interrupted" if self.interrupted else "run finished")
 
     def _note(self, ts, host, text):
         self.log.append((ts, host, text))
@@ -270,6 +272,7 @@ class MigrationBoard:
             "playbook": self.playbook,
             "started": self.run_started,
             "finished": self.run_finished,
+            "interrupted": self.interrupted,
             "metrics": self.metrics(now),
             "vms": [self.vms[h].as_dict(now) for h in sorted(self.vms)],
             "events": self.events_applied,

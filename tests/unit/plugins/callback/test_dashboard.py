@@ -55,7 +55,7 @@ def make_callback(tmp_path, mode="line", clock=None, stream=None, **options):
     opts = {"mode": mode, "line_interval": 10.0, "refresh_interval": 0.5, "events_file": None,
             "summary_file": None, "junit_file": None, "keys": False, "theme": "dark"}
     opts.update(options)
-    cb = dashboard.CallbackModule(stream=stream or io.StringIO(), clock=clock or time.time, heartbeat=False)
+    cb = dashboard.CallbackModule(stream=stream or io.StringIO(), clock=clock or time.time, live=False)
     cb._plugin_options = opts
     return cb
 
@@ -335,6 +335,31 @@ def test_line_mode_shows_the_first_task_of_every_phase_whatever_the_interval(tmp
             cb.v2_runner_on_async_poll(progress(web, convert, step * GIB // 4, GIB, item=disk))
     samples = [line for line in out.getvalue().splitlines() if "convert disk" in line]
     assert len(samples) == 2 and "disk1.vmdk 25.0%" in samples[0] and "disk2.vmdk 25.0%" in samples[1], samples
+
+
+def test_an_interrupted_run_still_ends_its_vms_and_writes_its_reports(tmp_path):
+    clock = FakeClock()
+    junit, summary = tmp_path / "junit.xml", tmp_path / "summary.json"
+    cb = make_callback(tmp_path, mode="line", clock=clock, junit_file=str(junit), summary_file=str(summary))
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    web = Host("web01")
+    cb.emit({"type": "play_start", "play": "migrate", "hosts": ["web01", "db01"]})
+    info = Task("Read the source VM description", "uuid-info", "v2kvm.migrate.ova_info")
+    convert = Task("Convert each disk into the pool", "uuid-convert")
+    cb.v2_runner_on_start(web, info)
+    cb.v2_runner_on_ok(Result(web, info, {"changed": False}))
+    cb.v2_runner_on_start(web, convert)
+    # Ctrl-C: ansible-playbook exits without v2_playbook_on_stats; the exit hook ends the run.
+    cb._at_exit()
+    assert cb.board.vms["web01"].status == "failed"
+    assert "interrupted" in cb.board.vms["web01"].error and "Convert each disk" in cb.board.vms["web01"].error
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("failures") == "1" and "interrupted" in suite.find("testcase/failure").get("message")
+    assert json.loads(summary.read_text())
+    assert cb.board.log[-1][2] == "run interrupted" and cb.board.interrupted
+    assert cb.board.vms["db01"].status == "pending"  # never started: a skipped testcase, not a failure
+    cb._at_exit()  # a second call (or a normal end before it) changes nothing
+    assert suite.get("skipped") == "1"
 
 
 def test_a_skipped_task_gives_the_stage_back(tmp_path):

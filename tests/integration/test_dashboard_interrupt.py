@@ -1,0 +1,58 @@
+"""Ctrl-C (or q) stops ansible-playbook before Ansible sends its stats: the dashboard still ends the run,
+with the running VMs marked interrupted in the reports and a closing metrics line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from defusedxml import ElementTree as ET
+
+pytestmark = pytest.mark.integration
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+
+def test_an_interrupted_run_writes_reports_that_say_so(tmp_path):
+    play = [{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "Wait quietly", "ansible.builtin.command": "sleep 37"}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    (tmp_path / "hosts").write_text("".join("%s ansible_connection=local ansible_python_interpreter=%s\n"
+                                            % (host, sys.executable) for host in ("vm1", "vm2")))
+    junit, summary = tmp_path / "junit.xml", tmp_path / "summary.json"
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
+               ANSIBLE_STDOUT_CALLBACK="v2kvm.migrate.dashboard", V2KVM_DASHBOARD_MODE="line",
+               V2KVM_DASHBOARD_JUNIT_FILE=str(junit), V2KVM_DASHBOARD_SUMMARY_FILE=str(summary),
+               PATH=BIN + os.pathsep + os.environ["PATH"])
+    proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-f", "2", "-i", str(tmp_path / "hosts"),
+                             str(tmp_path / "play.yml")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if sum("Wait quietly" in seen for seen in lines) == 2:
+                break
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        lines.extend(proc.stdout)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(lines)
+    assert proc.returncode == 99, output
+    assert "VMs 2: 0 succeeded, 2 failed" in output, output
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "2", ET.tostring(suite)
+    for failure in suite.findall("testcase/failure"):
+        assert failure.get("message") == "interrupted: the run stopped during Wait quietly"
+    report = json.loads(summary.read_text())
+    assert report["interrupted"] is True and {vm["status"] for vm in report["vms"]} == {"failed"}
+    leftovers = subprocess.run(["pgrep", "-f", "sleep 37"], capture_output=True, text=True, check=False).stdout
+    assert not leftovers.strip(), leftovers
