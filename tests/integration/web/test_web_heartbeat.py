@@ -2,6 +2,7 @@
 quiet task (its starts on every VM) reach the server while that task runs, not when it ends."""
 
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -50,3 +51,35 @@ def test_the_starts_of_a_quiet_task_reach_the_dashboard_while_it_runs(tmp_path, 
     assert proc.returncode == 0, output
     # Seen while the 8 s sleep still ran (the run had not ended when the server showed it).
     assert waiting_seen_at is not None, (stages, output)
+
+
+def test_an_interrupted_run_ends_on_the_dashboard(tmp_path, web_server):
+    server = web_server()
+    play = [{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "Wait quietly", "ansible.builtin.command": "sleep 41"}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    (tmp_path / "hosts").write_text("".join("%s ansible_connection=local ansible_python_interpreter=%s\n"
+                                            % (host, sys.executable) for host in HOSTS))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
+               ANSIBLE_CALLBACKS_ENABLED="v2kvm.migrate.web", V2KVM_WEB_URL=server.url, V2KVM_WEB_TOKEN=TOKEN,
+               ANSIBLE_FORKS="3", PATH=BIN + os.pathsep + os.environ["PATH"])
+    proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(tmp_path / "hosts"),
+                             str(tmp_path / "play.yml")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            jobs = json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
+            if len(jobs) == 3 and all(job["stage"] == "Wait quietly" for job in jobs):
+                break
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 99, output
+    jobs = json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
+    assert [job["status"] for job in jobs] == ["failed"] * 3, jobs
+    assert all(job["error"] == "interrupted: the run stopped during Wait quietly" for job in jobs), jobs
