@@ -1,9 +1,10 @@
 """A run reporting to a standalone web dashboard: events that arrive in a burst just before a long
-quiet task (its starts on every VM) reach the server while that task runs, not when it ends."""
+quiet task (its starts on every VM) reach the server while that task runs, not when it ends; and an
+interrupted run ends there too."""
 
 import json
-import signal
 import os
+import signal
 import subprocess
 import sys
 import time
