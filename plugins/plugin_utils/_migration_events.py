@@ -70,7 +70,7 @@ class VmState:
     tasks_changed: int = 0
     tasks_failed: int = 0
     busy: bool = False  # a task that is not bookkeeping runs for this VM now
-    stage_before_task: str = ""  # shown again if the running task turns out to be skipped
+    before_task: tuple = ("", "")  # (task, stage) shown again if the running task turns out to be skipped
 
     @property
     def percent(self) -> float | None:
@@ -85,6 +85,7 @@ class VmState:
 
     def as_dict(self, now: float) -> dict:
         data = dataclasses.asdict(self)
+        del data["before_task"]  # bookkeeping of the board, not part of the report
         data["percent"] = self.percent
         data["elapsed"] = round(self.elapsed(now), 3)
         return data
@@ -150,7 +151,7 @@ class MigrationBoard:
             vm.started = ts
         if vm.status == RUNNING and not event.get("bookkeeping"):
             vm.busy = True
-            vm.stage_before_task = vm.stage
+            vm.before_task = (vm.task, vm.stage)
             vm.task = event.get("task") or ""
             vm.stage = vm.task
             # The bar belongs to the task that reported it; a new task starts without one.
@@ -187,7 +188,7 @@ class MigrationBoard:
         status = event.get("status")
         if status == "skipped" and vm.busy and vm.status == RUNNING:
             # Ansible announces a task before it evaluates `when`: a skipped one was never the VM's stage.
-            vm.stage = vm.stage_before_task
+            vm.task, vm.stage = vm.before_task
         vm.busy = False
         if vm.started is None:
             vm.started = ts

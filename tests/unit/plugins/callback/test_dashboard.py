@@ -373,7 +373,7 @@ def test_a_skipped_task_gives_the_stage_back(tmp_path):
     cb.v2_runner_on_start(web, cleanup)
     assert cb.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # announced before `when`
     cb.v2_runner_on_skipped(Result(web, cleanup, {"skipped": True}))
-    assert cb.board.vms["web01"].stage == "Define the libvirt domain"
+    assert cb.board.vms["web01"].stage == cb.board.vms["web01"].task == "Define the libvirt domain"
     cb.v2_runner_on_start(web, cleanup)
     cb.v2_runner_on_ok(Result(web, cleanup, {"changed": True}))
     assert cb.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # it ran: it stays
