@@ -439,9 +439,30 @@ class CallbackModule(CallbackBase):
     # -- end of run -----------------------------------------------------------------------------
 
     def _register_exit_hook(self):
-        if self._exit_hook_wanted:
-            self._exit_hook_wanted = False  # once, even if the options restart the view
-            atexit.register(self._at_exit)
+        if not self._exit_hook_wanted:
+            return
+        self._exit_hook_wanted = False  # once, even if the options restart the view
+        atexit.register(self._at_exit)
+        # SIGTERM (ansible-playbook re-raises it with the default action) and SIGHUP (AWX cancels through
+        # pexpect, which hangs up first) end the process without atexit: end the run first, then let the
+        # handler that was there do what it did.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                previous = signal.getsignal(signum)
+                signal.signal(signum, lambda number, frame, previous=previous: self._on_fatal_signal(
+                    number, frame, previous))
+            except (ValueError, OSError):  # not the main thread: atexit alone
+                return
+
+    def _on_fatal_signal(self, signum, frame, previous):
+        try:
+            self._at_exit()
+        finally:
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
 
     def _at_exit(self):
         """ansible-playbook stopped early (Ctrl-C, q, a fatal error) and sent no stats: end the run here.
