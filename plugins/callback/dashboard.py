@@ -443,8 +443,8 @@ class CallbackModule(CallbackBase):
             return
         self._exit_hook_wanted = False  # once, even if the options restart the view
         atexit.register(self._at_exit)
-        # SIGTERM (ansible-playbook re-raises it with the default action) and SIGHUP (AWX cancels through
-        # pexpect, which hangs up first) end the process without atexit: end the run first, then let the
+        # SIGTERM (ansible-playbook re-raises it with the default action) and SIGHUP (the terminal or SSH
+        # session of the run closed) end the process without atexit: end the run first, then let the
         # handler that was there do what it did.
         for signum in (signal.SIGTERM, signal.SIGHUP):
             try:

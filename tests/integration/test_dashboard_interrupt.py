@@ -18,7 +18,7 @@ BIN = os.path.dirname(sys.executable)
 
 
 # SIGINT: Ctrl-C and the q key (exit 99). SIGTERM: ansible-playbook stops its workers and kills itself with
-# the default action, so no atexit hook runs. SIGHUP: how AWX cancels a job (pexpect hangs up first).
+# the default action, so no atexit hook runs. SIGHUP: the terminal or SSH session of the run closed.
 @pytest.mark.parametrize("signum, returncode, seconds", [(signal.SIGINT, 99, 37), (signal.SIGTERM, -signal.SIGTERM, 38),
                                                          (signal.SIGHUP, -signal.SIGHUP, 39)])
 def test_an_interrupted_run_writes_reports_that_say_so(tmp_path, signum, returncode, seconds):
