@@ -28,9 +28,13 @@ def human(size: int) -> str:
     return "%d bytes" % size  # not reached
 
 
-def free_bytes(directory: str) -> int:
-    """Bytes an unprivileged writer may still use on the file system holding ``directory``."""
-    stat = os.statvfs(directory)
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on the file system that holds, or would hold, ``path``
+    (a path not made yet counts on its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    stat = os.statvfs(path)
     return stat.f_bavail * stat.f_frsize
 
 

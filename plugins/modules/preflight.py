@@ -95,25 +95,16 @@ target_free_bytes:
   type: int
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _preflight_rules as rules
+from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
     HAS_LIBVIRT,
     LIBVIRT_IMPORT_ERROR,
     LibvirtConnectionError,
     open_connection,
 )
-
-
-def _free_bytes(path):
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
 
 
 def _domain_names(module, uri):
@@ -139,7 +130,7 @@ def main():
         fail_on_critical=dict(type="bool", default=True),
     ), supports_check_mode=True)
     params = module.params
-    free = _free_bytes(params["target_path"]) if params["target_path"] else None
+    free = free_bytes(params["target_path"]) if params["target_path"] else None
     names = list(params["existing_names"])
     if params["uri"]:
         names += _domain_names(module, params["uri"])

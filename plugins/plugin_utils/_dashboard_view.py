@@ -298,10 +298,10 @@ class TerminalView:
         if not self._live_started:
             return
         now = self.clock()
-        since = now - self._last_render
-        if self._dirty_keys or (self.pending and since >= self.refresh_interval) or (
-                since >= CLOCK_REDRAW and self.board.run_finished is None):
+        if now - self._last_render >= CLOCK_REDRAW and self.board.run_finished is None:
             self.draw(now)
+        else:
+            self.tick()
 
     def draw(self, now=None):
         now = self.clock() if now is None else now

@@ -20,25 +20,33 @@ BIN = os.path.dirname(sys.executable)
 HOSTS = ("vm1", "vm2", "vm3")
 
 
-def test_the_starts_of_a_quiet_task_reach_the_dashboard_while_it_runs(tmp_path, web_server):
-    server = web_server()
-    play = [{"hosts": "all", "gather_facts": False, "tasks": [
-        {"name": "Get ready", "ansible.builtin.command": "true"},
-        {"name": "Wait quietly", "ansible.builtin.command": "sleep 8"}]}]
+def _start_run(tmp_path, server, tasks):
+    """ansible-playbook on three local hosts, reporting to the standalone server."""
+    play = [{"hosts": "all", "gather_facts": False, "tasks": tasks}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     (tmp_path / "hosts").write_text("".join("%s ansible_connection=local ansible_python_interpreter=%s\n"
                                             % (host, sys.executable) for host in HOSTS))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
                ANSIBLE_CALLBACKS_ENABLED="v2kvm.migrate.web", V2KVM_WEB_URL=server.url, V2KVM_WEB_TOKEN=TOKEN,
                ANSIBLE_FORKS="3", PATH=BIN + os.pathsep + os.environ["PATH"])
-    proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(tmp_path / "hosts"),
+    return subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(tmp_path / "hosts"),
                              str(tmp_path / "play.yml")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def _jobs(server):
+    return json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
+
+
+def test_the_starts_of_a_quiet_task_reach_the_dashboard_while_it_runs(tmp_path, web_server):
+    server = web_server()
+    proc = _start_run(tmp_path, server, [{"name": "Get ready", "ansible.builtin.command": "true"},
+                                         {"name": "Wait quietly", "ansible.builtin.command": "sleep 8"}])
     try:
         stages, waiting_seen_at = {}, None
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:
-            jobs = json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
+            jobs = _jobs(server)
             stages = {job["host"]: job["stage"] for job in jobs}
             if all(stages.get(host) == "Wait quietly" for host in HOSTS):
                 waiting_seen_at = time.time()
@@ -56,21 +64,11 @@ def test_the_starts_of_a_quiet_task_reach_the_dashboard_while_it_runs(tmp_path, 
 
 def test_an_interrupted_run_ends_on_the_dashboard(tmp_path, web_server):
     server = web_server()
-    play = [{"hosts": "all", "gather_facts": False, "tasks": [
-        {"name": "Wait quietly", "ansible.builtin.command": "sleep 41"}]}]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    (tmp_path / "hosts").write_text("".join("%s ansible_connection=local ansible_python_interpreter=%s\n"
-                                            % (host, sys.executable) for host in HOSTS))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".work", "collections"),
-               ANSIBLE_CALLBACKS_ENABLED="v2kvm.migrate.web", V2KVM_WEB_URL=server.url, V2KVM_WEB_TOKEN=TOKEN,
-               ANSIBLE_FORKS="3", PATH=BIN + os.pathsep + os.environ["PATH"])
-    proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-i", str(tmp_path / "hosts"),
-                             str(tmp_path / "play.yml")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = _start_run(tmp_path, server, [{"name": "Wait quietly", "ansible.builtin.command": "sleep 41"}])
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
-            jobs = json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
+            jobs = _jobs(server)
             if len(jobs) == 3 and all(job["stage"] == "Wait quietly" for job in jobs):
                 break
             time.sleep(0.3)
@@ -81,6 +79,6 @@ def test_an_interrupted_run_ends_on_the_dashboard(tmp_path, web_server):
             proc.kill()
             proc.wait()
     assert proc.returncode == 99, output
-    jobs = json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
+    jobs = _jobs(server)
     assert [job["status"] for job in jobs] == ["failed"] * 3, jobs
     assert all(job["error"] == "interrupted: the run stopped during Wait quietly" for job in jobs), jobs
