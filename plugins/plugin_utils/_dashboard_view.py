@@ -85,7 +85,8 @@ def progress_line(vm, now: float) -> str:
     if vm.total:
         parts.append("%s %s/%s" % (_pct(vm).strip(), human_bytes(vm.done), human_bytes(vm.total)))
         parts.append(mb_per_s(vm.rate))
-        parts.append("eta %s" % human_seconds(vm.eta))
+        if vm.done < vm.total:
+            parts.append("eta %s" % human_seconds(vm.eta))
     parts.append("elapsed %s" % human_seconds(vm.elapsed(now)))
     if vm.error and vm.status == FAILED:
         parts.append("error: %s" % vm.error.splitlines()[0][:200] if vm.error else "")
@@ -102,7 +103,13 @@ def metrics_line(metrics: dict) -> str:
 
 class LineView:
     """Plain lines for logs (AWX, CI): one per VM at most every ``interval`` seconds, plus failures and ends.
-    Bookkeeping tasks (set_fact, includes, argument checks) get no line: they are never what a VM is doing."""
+    Bookkeeping tasks (set_fact, includes, argument checks) get no line: they are never what a VM is doing.
+
+    A task's start line waits until the task shows it runs (its end, a progress sample, or the next heartbeat
+    after ``START_GRACE``): Ansible announces a task before it evaluates ``when``, and a skipped task was never
+    what the VM did. The line keeps the time the task started."""
+
+    START_GRACE = 0.5
 
     def __init__(self, board: MigrationBoard, stream, interval: float = 10.0, clock=time.time):
         self.board = board
@@ -112,6 +119,7 @@ class LineView:
         self._last_line: dict[str, float] = {}
         self._phase_seen: dict[str, str] = {}
         self._transfers_seen: set = set()
+        self._pending_start: dict[str, tuple] = {}  # host -> (task_uuid, ts) of a start line not written yet
         self.lines_written = 0
 
     def _write(self, text):
@@ -123,17 +131,29 @@ class LineView:
         kind = event.get("type")
         host = event.get("host")
         now = event.get("ts") or self.clock()
+        if kind == "task_start" and host:
+            self._pending_start.pop(host, None)
+            if not event.get("bookkeeping") and self._due(host, now):
+                self._pending_start[host] = (event.get("task_uuid"), now)
+            return
+        if kind == "task_end" and host and event.get("status") == "skipped":
+            if self._pending_start.get(host, (None,))[0] == event.get("task_uuid"):
+                del self._pending_start[host]
+            return
+        if host:
+            self._write_pending_start(host)
         if kind == "task_end" and host and event.get("phase") and self._phase_seen.get(host) != event["phase"]:
             # A new phase (convert, define, validate...): its first task gets a line whatever the interval,
             # so the log shows every step of every VM.
             self._phase_seen[host] = event["phase"]
             self._last_line.pop(host, None)
-        elif kind == "progress" and host and self._first_sample(host, event):
-            # Likewise the first sample of each transfer (each disk): the log shows it began, and its size.
+        elif kind == "progress" and host and (self._first_sample(host, event)
+                                              or event.get("stage") in ("done", "failed")):
+            # Likewise the first and the last sample of each transfer (each disk): the log shows it began, its
+            # size, and how it ended and how fast it went, even when it took less than the interval.
             self._last_line.pop(host, None)
-        if (kind == "progress" or (kind == "task_start" and not event.get("bookkeeping"))) and host:
-            last = self._last_line.get(host)
-            if last is None or now - last >= self.interval:
+        if kind == "progress" and host:
+            if self._due(host, now):
                 self._last_line[host] = now
                 self._write(progress_line(self.board.vm(host), now))
         elif kind == "task_end" and event.get("status") in ("failed", "unreachable") and host:
@@ -142,7 +162,19 @@ class LineView:
         elif kind == "vm_end" and host:
             self._write(progress_line(self.board.vm(host), now))
         elif kind == "run_end":
+            for pending_host in list(self._pending_start):
+                self._write_pending_start(pending_host)
             self._write(metrics_line(self.board.metrics(now)))
+
+    def _due(self, host, now) -> bool:
+        last = self._last_line.get(host)
+        return last is None or now - last >= self.interval
+
+    def _write_pending_start(self, host):
+        pending = self._pending_start.pop(host, None)
+        if pending is not None:
+            self._last_line[host] = pending[1]
+            self._write(progress_line(self.board.vm(host), pending[1]))
 
     def _first_sample(self, host, event) -> bool:
         key = (host, event.get("task_uuid"), event.get("item"))
@@ -158,7 +190,12 @@ class LineView:
         """Between events: a line for each VM whose task still runs and has had none for ``interval``,
         so a long task without progress (booting a guest to validate it) still shows in the log."""
         now = self.clock()
+        for host, (_uuid, started) in list(self._pending_start.items()):
+            if now - started >= self.START_GRACE:
+                self._write_pending_start(host)
         for vm in self.board.vms.values():
+            if vm.host in self._pending_start:
+                continue  # its task may still turn out skipped
             if vm.busy and now - self._last_line.get(vm.host, float("-inf")) >= self.interval:
                 self._last_line[vm.host] = now
                 self._write(progress_line(vm, now))

@@ -41,7 +41,12 @@ def test_an_interrupted_run_writes_reports_that_say_so(tmp_path, signum, returnc
             lines.append(line)
             if sum("Wait quietly" in seen for seen in lines) == 2:
                 break
-        time.sleep(1)
+        # Signal only once both tasks run their command: a worker stopped while it still starts the module can
+        # leave the command to start afterwards, which is Ansible's race, not what this test is about.
+        deadline = time.monotonic() + 30
+        while len(_pids("sleep %d" % seconds)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
         proc.send_signal(signum)
         lines.extend(proc.stdout)
         proc.wait(timeout=60)
@@ -51,8 +56,7 @@ def test_an_interrupted_run_writes_reports_that_say_so(tmp_path, signum, returnc
             proc.wait()
     output = "".join(lines)
     # Workers only get SIGINT and SIGTERM from ansible-playbook; after a hang-up they finish on their own.
-    leftovers = subprocess.run(["pgrep", "-f", "sleep %d" % seconds], capture_output=True, text=True,
-                               check=False).stdout
+    leftovers = "\n".join(_pids("sleep %d" % seconds))
     subprocess.run(["pkill", "-f", "sleep %d" % seconds], check=False)
     assert proc.returncode == returncode, output
     assert "VMs 2: 0 succeeded, 2 failed" in output, output
@@ -64,3 +68,7 @@ def test_an_interrupted_run_writes_reports_that_say_so(tmp_path, signum, returnc
     assert report["interrupted"] is True and {vm["status"] for vm in report["vms"]} == {"failed"}
     if signum != signal.SIGHUP:
         assert not leftovers.strip(), leftovers
+
+
+def _pids(pattern):
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()

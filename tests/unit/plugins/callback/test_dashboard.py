@@ -335,6 +335,13 @@ def test_line_mode_shows_the_first_task_of_every_phase_whatever_the_interval(tmp
             cb.v2_runner_on_async_poll(progress(web, convert, step * GIB // 4, GIB, item=disk))
     samples = [line for line in out.getvalue().splitlines() if "convert disk" in line]
     assert len(samples) == 2 and "disk1.vmdk 25.0%" in samples[0] and "disk2.vmdk 25.0%" in samples[1], samples
+    # The last sample too: how the disk ended, its size and rate, though it came within the interval.
+    clock.now += 1
+    finished = progress(web, convert, GIB, GIB, item="disk2.vmdk")
+    finished._result["v2kvm_progress"]["stage"] = "done"
+    cb.v2_runner_on_async_poll(finished)
+    last = out.getvalue().splitlines()[-1]
+    assert "done disk2.vmdk 100.0% 1.0 GiB/1.0 GiB" in last and "MB/s" in last, last
 
 
 def test_an_interrupted_run_still_ends_its_vms_and_writes_its_reports(tmp_path):
@@ -532,3 +539,37 @@ def test_controller_host_is_no_vm_but_its_failures_reach_the_log():
     board.apply({"ts": 5.0, "type": "vm_end", "host": "localhost", "verdict": "failed"})
     assert list(board.vms) == ["web01"] and board.metrics(5.0)["failed"] == 0
     assert any("Node h9 not found in cluster" in text for _ts, host, text in board.log if host == "localhost")
+
+
+def test_line_mode_writes_no_start_line_for_a_task_that_turns_out_skipped(tmp_path):
+    clock = FakeClock()
+    out = io.StringIO()
+    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=10.0)
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    web = Host("web01")
+    # Ansible announces every task before it evaluates `when`: these two are skipped.
+    for number, name in enumerate(("Export the disks from vSphere", "Power the source VM back on")):
+        task = Task(name, "uuid-skip-%d" % number, "v2kvm.migrate.vsphere_export")
+        cb.v2_runner_on_start(web, task)
+        clock.now += 0.1
+        cb.v2_runner_on_skipped(Result(web, task, {"skipped": True, "skip_reason": "Conditional result was False"}))
+    assert out.getvalue() == ""
+    # A task that runs briefly gets its line when it ends; a long one at the first heartbeat after the grace,
+    # stamped with the time it started.
+    quick = Task("Ensure the storage pool that receives the disks", "uuid-pool", "v2kvm.migrate.storage_pool")
+    cb.v2_runner_on_start(web, quick)
+    clock.now += 0.2
+    cb._beat()
+    assert out.getvalue() == ""  # still within the grace: it may yet be skipped
+    cb.v2_runner_on_ok(Result(web, quick, {"changed": False}))
+    long = Task("Validate the migrated guest", "uuid-validate", "v2kvm.migrate.validate")
+    clock.now += 10  # one line per VM per line_interval
+    started = clock.now
+    cb.v2_runner_on_start(web, long)
+    clock.now += 3
+    cb._beat()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert "Ensure the storage pool" in lines[0] and "Validate the migrated guest" in lines[1], lines
+    assert lines[1].startswith(time.strftime("%H:%M:%S", time.localtime(started))), lines
+    assert "Export the disks" not in out.getvalue() and "Power the source" not in out.getvalue()
