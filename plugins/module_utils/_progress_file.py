@@ -96,8 +96,13 @@ class ProgressWriter:
     def _write_locked(self):
         stage, done, total = self._state
         now = self._clock()
-        rate = self._smoothed_rate(now, done)
-        if stage == "done":
+        if total <= 0:
+            # A stage without a byte count (a boot being watched): no rate, and none carried into the next one.
+            self._rate = self._rate_sample = None
+        rate = self._smoothed_rate(now, done) if total > 0 else None
+        if total <= 0:
+            eta = None
+        elif stage == "done":
             eta = 0.0
         elif rate and rate > 0 and total >= done:
             eta = round((total - done) / rate, 1)

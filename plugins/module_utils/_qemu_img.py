@@ -174,10 +174,11 @@ def check(path: str, fmt: str) -> dict:
             "leaks": leaks, "supported": True, "raw": raw}
 
 
-def compare(src: str, src_fmt: str, dst: str, dst_fmt: str) -> tuple[bool, str]:
-    """``qemu-img compare``: (same guest-visible content?, qemu-img's verdict line)."""
-    args = ["compare"] + _format_args(src_fmt) + _format_args(dst_fmt, "-F") + [src, dst]
-    proc = _run(args, src, "compare")
+def compare(src: str, src_fmt: str, dst: str, dst_fmt: str, *, on_progress=None) -> tuple[bool, str]:
+    """``qemu-img compare``: (same guest-visible content?, qemu-img's verdict line); calls
+    on_progress(fraction) as qemu-img reports it."""
+    args = ["compare", "-p"] + _format_args(src_fmt) + _format_args(dst_fmt, "-F") + [src, dst]
+    proc = _run_with_progress(args, src, "compare", on_progress)
     message = proc.stdout.decode("utf-8", "replace").strip()
     if proc.returncode == 0:
         return True, message
@@ -195,19 +196,32 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *, on_progress=None,
     handler) the qemu-img child is killed before the exception propagates. The output file
     is left for the caller to remove.
     """
-    args = ["convert", "-p"] + _format_args(src_fmt) + ["-O", dst_fmt] + list(extra_options or [])
-    args += [src, dst]
+    args = ["convert", "-p"] + _format_args(src_fmt) + ["-O", dst_fmt] + list(extra_options or []) + [src, dst]
+    proc = _run_with_progress(args, src, "convert", on_progress)
+    if proc.returncode != 0:
+        stderr = proc.stderr.decode("utf-8", "replace").strip()
+        raise QemuImgError(
+            "qemu-img could not convert %s to %s %s (exit %d): %s"
+            % (describe_source(src), dst_fmt, dst, proc.returncode, stderr or "no message"),
+            file=src, stderr=stderr, returncode=proc.returncode, cmd=proc.args)
+
+
+def _run_with_progress(args, file, what, on_progress):
+    """Run qemu-img with ``-p`` among ``args``: its progress reports go to on_progress(fraction), the rest
+    of stdout is kept. Returns a CompletedProcess. An exception raised in this thread while it waits (from
+    a signal handler) kills qemu-img before it propagates."""
     cmd = [QEMU_IMG] + args
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError as exc:
-        raise QemuImgError("qemu-img is not installed or not on PATH (needed to convert %s); "
-                           "install the qemu-utils package" % describe_source(src),
-                           file=src, cmd=cmd) from exc
+        raise QemuImgError("qemu-img is not installed or not on PATH (needed to %s %s); "
+                           "install the qemu-utils package" % (what, describe_source(file)),
+                           file=file, cmd=cmd) from exc
     stderr_chunks = []
     # A separate reader keeps qemu-img from blocking on a full stderr pipe.
     drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
     drain.start()
+    output = []
     try:
         pending = b""
         while True:
@@ -217,11 +231,13 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *, on_progress=None,
             pending += chunk
             # qemu-img ends each progress report with \r; keep any partial report for later.
             *complete, pending = re.split(rb"[\r\n]", pending)
-            if on_progress is not None:
-                for report in complete:
-                    match = _PROGRESS.search(report)
-                    if match:
-                        on_progress(min(1.0, float(match.group(1)) / 100.0))
+            for report in complete:
+                match = _PROGRESS.search(report)
+                if match is None:
+                    output.append(report)
+                elif on_progress is not None:
+                    on_progress(min(1.0, float(match.group(1)) / 100.0))
+        output.append(pending)
         proc.wait()
     finally:
         if proc.poll() is None:
@@ -230,9 +246,5 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *, on_progress=None,
         drain.join(timeout=5)
         proc.stdout.close()
         proc.stderr.close()
-    if proc.returncode != 0:
-        stderr = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
-        raise QemuImgError(
-            "qemu-img could not convert %s to %s %s (exit %d): %s"
-            % (describe_source(src), dst_fmt, dst, proc.returncode, stderr or "no message"),
-            file=src, stderr=stderr, returncode=proc.returncode, cmd=cmd)
+    text = b"\n".join(line for line in output if line.strip())
+    return subprocess.CompletedProcess(cmd, proc.returncode, text, b"".join(stderr_chunks))

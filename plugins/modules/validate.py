@@ -24,6 +24,9 @@ description:
     size before starting and reads from there.
   - The module fails, with the reason and the structured RV(verdict), when any check fails, the console shows
     a failure, or nothing decisive appears in time.
+  - With O(progress_file) (the action plugin sets one, so dashboards follow the task live) each comparison
+    reports its bytes as stage C(compare <target file>), and the boot wait reports the console's latest line as
+    stage C(boot: <line>), without a byte count.
 options:
   name:
     description:
@@ -119,6 +122,10 @@ options:
     type: str
     choices: [destroy, keep]
     default: destroy
+  progress_file:
+    description:
+      - Append progress samples (JSON lines) to this file; the action plugin sets one for live dashboards.
+    type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - v2kvm.migrate.libvirt
@@ -202,6 +209,8 @@ verdict:
 """
 
 import json
+import os
+import signal
 import time
 import traceback
 
@@ -216,6 +225,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import
     connect_for_module,
     libvirt,
 )
+from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
 
 try:
     import libvirt_qemu
@@ -226,6 +236,50 @@ else:
     LIBVIRT_QEMU_IMPORT_ERROR = None
 
 POLL_SECONDS = 0.25
+_STAGE_LINE = 100  # characters of a console line shown as the boot stage
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted("signal %d" % signum)
+
+
+class Report:
+    """Progress samples for the dashboards, or nothing when no progress file was asked for."""
+
+    def __init__(self, path):
+        self._writer = ProgressWriter(path) if path else None
+        self._stage = None
+
+    def update(self, stage, done=0, total=0):
+        if self._writer is not None:
+            self._stage = stage
+            self._writer.update(stage, done, total)
+
+    def bytes_of(self, stage, size):
+        """A callback for qemu-img's progress fractions, reporting bytes of ``size`` (starts at 0 now)."""
+        self.update(stage, 0, size)
+        return lambda fraction: self.update(stage, int(fraction * size), size)
+
+    def console(self, text):
+        """The newest non-empty console line as the boot stage (escape sequences and control characters
+        dropped)."""
+        lines = [line for line in sv.tail(text[-4096:], 5)
+                 if "".join(ch for ch in line if ch.isprintable()).strip()]
+        if lines:
+            line = "".join(ch for ch in lines[-1] if ch.isprintable()).strip()
+            self.update("boot: " + line[:_STAGE_LINE])
+        elif self._stage is None or not self._stage.startswith("boot"):
+            self.update("boot: waiting for the first console line")
+
+    def end(self, ok):
+        if self._writer is not None:
+            self._writer.update("done" if ok else "failed", 0, 0)
+            self._writer.close()
+            self._writer = None
 
 
 def domain_disks(conn, domain_xml):
@@ -274,7 +328,7 @@ def _format_of(path, fmt):
     return fmt or qemu_img.info(path)["format"]
 
 
-def content_checks(items):
+def content_checks(items, report):
     checks = []
     for item in items:
         source = item["source"]
@@ -286,8 +340,12 @@ def content_checks(items):
             else:
                 src = str(source)
                 src_fmt = _format_of(src, item.get("source_format"))
-            dst_fmt = _format_of(item["target"], item.get("target_format"))
-            same, message = qemu_img.compare(src, src_fmt, item["target"], dst_fmt)
+            target_info = qemu_img.info(item["target"], item.get("target_format"))
+            dst_fmt = item.get("target_format") or target_info["format"]
+            size = int(target_info["virtual-size"])
+            stage = "compare %s" % os.path.basename(item["target"])
+            same, message = qemu_img.compare(src, src_fmt, item["target"], dst_fmt,
+                                             on_progress=report.bytes_of(stage, size))
         except qemu_img.QemuImgError as exc:
             checks.append({"name": "qemu-img compare", "source": label, "target": item["target"], "ok": False,
                            "detail": str(exc)})
@@ -311,11 +369,12 @@ def ping_agent(dom, deadline):
     return {"responded": False, "detail": "the guest agent did not answer guest-ping in time: %s" % last_error}
 
 
-def watch_console(module, dom, console, success, failures, deadline):
+def watch_console(module, dom, console, success, failures, deadline, report):
     """Poll the console until a verdict, the domain stopping, or the deadline."""
     text = ""
     while True:
         text = console.read()
+        report.console(text)
         verdict = sv.judge(text, success, failures)
         if verdict is not None:
             return verdict, text
@@ -357,7 +416,7 @@ def record_validated(module, dom, domain_xml):
     return True
 
 
-def run(module, conn):
+def run(module, conn, report):
     params = module.params
     name = params["name"]
     try:
@@ -380,6 +439,7 @@ def run(module, conn):
                "seconds_to_boot": None, "serial_log": None, "checks": [], "agent": None}
 
     def finish(started, ok):
+        report.end(ok)
         if not ok:
             if started and params["on_failure"] == "destroy" and dom.isActive():
                 dom.destroy()
@@ -397,7 +457,7 @@ def run(module, conn):
                  "detail": "skipped: the domain is running, so its disks have moved on from the source"}
                 for item in params["content_compare"])
         else:
-            verdict["checks"].extend(content_checks(params["content_compare"]))
+            verdict["checks"].extend(content_checks(params["content_compare"], report))
     if params["check_images"]:
         verdict["checks"].extend(image_checks(domain_disks(conn, domain_xml), running))
     failed = [c for c in verdict["checks"] if c["ok"] is False]
@@ -438,7 +498,7 @@ def run(module, conn):
         began = time.monotonic()
     deadline = began + params["boot_timeout"]
 
-    outcome, text = watch_console(module, dom, console, success, failures, deadline)
+    outcome, text = watch_console(module, dom, console, success, failures, deadline, report)
     verdict.update(outcome)
     verdict["console_tail"] = sv.tail(text)
     if outcome["booted"] and started:
@@ -474,6 +534,7 @@ def main():
                 ),
             ),
             on_failure=dict(type="str", choices=["destroy", "keep"], default="destroy"),
+            progress_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -481,7 +542,17 @@ def main():
         module.fail_json(msg=missing_required_lib("libvirt-python (libvirt_qemu)"), exception=LIBVIRT_QEMU_IMPORT_ERROR)
     if module.params["boot_timeout"] < 1:
         module.fail_json(msg="boot_timeout must be at least 1 second")
-    run(module, connect_for_module(module, module.params["uri"]))
+    conn = connect_for_module(module, module.params["uri"])
+    report = Report(module.params["progress_file"])
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        run(module, conn, report)
+    except Interrupted as exc:
+        # The run was stopped (or its controller went away): qemu-img compare is killed on the way here.
+        report.end(False)
+        module.fail_json(msg="validation of %s was interrupted (%s)" % (module.params["name"], exc))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

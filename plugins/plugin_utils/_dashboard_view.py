@@ -148,7 +148,7 @@ class LineView:
             self._phase_seen[host] = event["phase"]
             self._last_line.pop(host, None)
         elif kind == "progress" and host and (self._first_sample(host, event)
-                                              or event.get("stage") in ("done", "failed")):
+                                              or (event.get("stage") in ("done", "failed") and event.get("total"))):
             # Likewise the first and the last sample of each transfer (each disk): the log shows it began, its
             # size, and how it ended and how fast it went, even when it took less than the interval.
             self._last_line.pop(host, None)

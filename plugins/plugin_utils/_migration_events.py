@@ -33,6 +33,9 @@ import time
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
 CONTROLLER_HOSTS = ("localhost",)
+# Modules whose progress is a check reading the disks again (validate's qemu-img compare) or a boot: shown
+# like any transfer, but not counted as data migrated nor in the average throughput.
+CHECK_SOURCES = ("validate",)
 
 
 @dataclasses.dataclass
@@ -47,6 +50,7 @@ class Transfer:
     first_ts: float | None = None
     last_ts: float | None = None
     finished: bool = False
+    moves_data: bool = True  # False for checks that read disks again (validate's compare): not migrated bytes
 
 
 @dataclasses.dataclass
@@ -169,7 +173,8 @@ class MigrationBoard:
         # one poll, and their arrival times would make its rate look enormous.
         span_ts = float(event.get("sample_ts") or ts)
         if transfer is None:
-            transfer = self.transfers[key] = Transfer(first_ts=span_ts)
+            transfer = self.transfers[key] = Transfer(first_ts=span_ts,
+                                                      moves_data=event.get("source") not in CHECK_SOURCES)
         transfer.stage = event.get("stage") or ""
         transfer.done = int(event.get("done") or 0)
         transfer.total = int(event.get("total") or 0)
@@ -243,6 +248,12 @@ class MigrationBoard:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def data_moved(self) -> tuple[int, float]:
+        """(bytes migrated, seconds the transfers that moved them were busy); checks do not count."""
+        moved = [t for t in self.transfers.values() if t.moves_data]
+        return (sum(t.done for t in moved),
+                sum(max(0.0, (t.last_ts or 0) - (t.first_ts or 0)) for t in moved))
+
     def metrics(self, now: float | None = None) -> dict:
         now = self.last_update if now is None else now
         now = now or self._clock()
@@ -250,8 +261,7 @@ class MigrationBoard:
         succeeded = sum(1 for vm in vms if vm.status == SUCCEEDED)
         failed = sum(1 for vm in vms if vm.status == FAILED)
         finished = succeeded + failed
-        data = sum(t.done for t in self.transfers.values())
-        busy = sum(max(0.0, (t.last_ts or 0) - (t.first_ts or 0)) for t in self.transfers.values())
+        data, busy = self.data_moved()
         durations = [vm.finished - vm.started for vm in vms if vm.finished and vm.started is not None]
         return {
             "active": sum(1 for vm in vms if vm.status == RUNNING),

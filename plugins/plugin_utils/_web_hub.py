@@ -231,9 +231,9 @@ class Hub:
                 counts[vm.status] = counts.get(vm.status, 0) + 1
                 if vm.finished and vm.started is not None:
                     durations.append(vm.finished - vm.started)
-            for transfer in run.board.transfers.values():
-                data += transfer.done
-                busy += max(0.0, (transfer.last_ts or 0) - (transfer.first_ts or 0))
+            run_data, run_busy = run.board.data_moved()
+            data += run_data
+            busy += run_busy
         finished = counts[SUCCEEDED] + counts[FAILED]
         self._metrics_cache = {
             "active": counts[RUNNING], "completed": counts[SUCCEEDED], "failed": counts[FAILED],

@@ -3,6 +3,7 @@ check mode changes nothing, a real run leaves booted guests, the broken VM is ro
 the sources stay byte-identical, and a second run changes nothing."""
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -86,8 +87,11 @@ def test_check_mode_creates_nothing(fleet):
         fleet["conn"].storagePoolLookupByName(POOL)
 
 
-def test_real_run_boots_good_guests_and_rolls_back_the_broken_one(fleet):
-    run = run_playbook("migrate.yml", fleet["inventory"])
+def test_real_run_boots_good_guests_and_rolls_back_the_broken_one(fleet, tmp_path):
+    events_file, summary_file = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    run = run_playbook("migrate.yml", fleet["inventory"], env={
+        "ANSIBLE_CALLBACKS_ENABLED": "test_record,v2kvm.migrate.dashboard",
+        "V2KVM_DASHBOARD_EVENTS_FILE": str(events_file), "V2KVM_DASHBOARD_SUMMARY_FILE": str(summary_file)})
     fleet["first"] = run
     assert run.stats, run.output[-3000:]
     conn = fleet["conn"]
@@ -116,6 +120,24 @@ def test_real_run_boots_good_guests_and_rolls_back_the_broken_one(fleet):
     # The sources were only read.
     for app, digest in fleet["sources"].items():
         assert sha256(fleet["appliances"][app]) == digest, app
+
+    # Validation reported live: the bytes of its content compare, then the guest's console while it booted.
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    end = [e for e in events if e["type"] == "task_end" and e["host"] == "t-bios"
+           and e["task"].endswith("Validate the migrated guest")]
+    samples = [e for e in events if e["type"] == "progress" and e["host"] == "t-bios" and e["source"] == "validate"]
+    assert len(end) == 1 and samples, samples
+    compared = [e for e in samples if e["stage"] == "compare %s-disk0.qcow2" % VMS["t-bios"][1]]
+    assert compared and compared[-1]["done"] == compared[-1]["total"] == 64 << 20, compared
+    booting = [e for e in samples if e["stage"].startswith("boot: ") and e["ts"] <= end[0]["ts"] - 1.0]
+    assert booting, samples
+    assert any(e["stage"][len("boot: "):] in console(conn, VMS["t-bios"][1]) for e in booting), booting
+    # Data migrated counts what was converted, not the bytes validation read again.
+    converted = sum(item["virtual_size"] for host in VMS
+                    for item in (run.result_of(host, "Convert each disk into the pool") or {"result": {}})
+                    ["result"].get("results", []) if item.get("changed"))
+    summary = json.loads(summary_file.read_text())
+    assert converted > 0 and summary["metrics"]["data_processed"] == converted, summary["metrics"]
 
 
 def test_second_run_changes_nothing(fleet):
