@@ -25,8 +25,8 @@ description:
   - The module fails, with the reason and the structured RV(verdict), when any check fails, the console shows
     a failure, or nothing decisive appears in time.
   - With O(progress_file) (the action plugin sets one, so dashboards follow the task live) each comparison
-    reports its bytes as stage C(compare <target file>), and the boot wait reports the console's latest line as
-    stage C(boot: <line>), without a byte count.
+    reports its bytes as stage C(compare <target file>), and the boot wait reports the console's latest line,
+    prefixed with C(boot), as its stage, without a byte count.
 options:
   name:
     description:
