@@ -42,3 +42,23 @@ def appliances():
     from rig.appliances import build_demo_set
 
     return build_demo_set(os.path.join(CACHE, "appliances"), workdir=os.path.join(CACHE, "build"))
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """small_fs(MiB) mounts a tmpfs of that size under tmp_path: a file system that really runs out of space."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size_mib):
+        directory = tmp_path / ("fs-%d" % len(mounts))
+        directory.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dM" % size_mib, "v2kvm-test", str(directory)],
+                       check=True)
+        mounts.append(directory)
+        return directory
+
+    yield mount
+    for directory in mounts:
+        subprocess.run(["umount", str(directory)], check=False)

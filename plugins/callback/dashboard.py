@@ -328,8 +328,11 @@ class CallbackModule(CallbackBase):
             source = spec.get("source")
             event["source_type"] = _text_or_none(source.get("type")) if isinstance(source, dict) else None
         elif _action_name(task) == "migration_state":
-            # A re-run reads no source: the recorded migration says what kind it was.
-            event["source_type"] = _text_or_none(res.get("source_type"))
+            # A re-run reads no source: the recorded migration says what kind it was. The role asks every
+            # candidate host in a loop, so the answer is in one of the items.
+            items = res.get("results") if isinstance(res.get("results"), list) else [res]
+            found = [item.get("source_type") for item in items if isinstance(item, dict) and item.get("source_type")]
+            event["source_type"] = _text_or_none(found[0]) if found else None
         if facts.get("migrate_vm_phase"):
             # The role marks each phase (source, place, convert, define, validate): a failed VM then
             # shows where it failed, not the name of the rescue task that reported it.

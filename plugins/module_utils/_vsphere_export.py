@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_transfer as transfer
+from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes, human
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import (
     VsphereError,
     call,
@@ -130,6 +131,77 @@ def _local_disk(disk, path, fmt, subformat, size, sha1=None):
     entry.update({"source_path": disk["path"], "path": path, "member": None, "offset": 0, "size": size,
                   "format": fmt, "subformat": subformat, "compression": None, "sha1": sha1, "sha256": None})
     return entry
+
+
+def require_room(dest, need, what):
+    """Refuse, before a byte is written, a copy that the file system holding ``dest`` cannot take."""
+    free = free_bytes(dest)
+    if need > free:
+        raise VsphereError("not enough free space in %s for %s: it needs %s (%d bytes) and the file system has %s "
+                           "(%d bytes) free" % (dest, what, human(need), need, human(free), free),
+                           "free at least %s there, or choose a dest directory on a file system with room"
+                           % human(need - free))
+
+
+def _size_or_zero(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def _unallocated(path, areas):
+    """Bytes of ``areas`` [(offset, length)] that are holes in ``path`` (all of them if it does not exist):
+    what writing them can newly take on the file system."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return sum(length for unused, length in areas)
+    try:
+        size = os.fstat(fd).st_size
+        holes = 0
+        for offset, length in areas:
+            pos, end = offset, offset + length
+            while pos < end:
+                if pos >= size:
+                    holes += end - pos
+                    break
+                try:
+                    data = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError:  # ENXIO: no data after pos
+                    holes += end - pos
+                    break
+                if data > pos:
+                    holes += min(data, end) - pos
+                    pos = min(data, end)
+                    continue
+                pos = min(os.lseek(fd, pos, os.SEEK_HOLE), end)
+        return holes
+    finally:
+        os.close(fd)
+
+
+def _sync_need(plan):
+    """Bytes a warm sync can newly take in dest: a full sync rewrites its file from nothing (the old file's
+    blocks are freed first), a delta fills only the holes its areas fall into."""
+    need = 0
+    for _disk, _device, target, full, areas in plan:
+        if full:
+            try:
+                old = os.stat(target).st_blocks * 512
+            except FileNotFoundError:
+                old = 0
+            need += max(0, sum(length for unused, length in areas) - old)
+        else:
+            need += _unallocated(target, areas)
+    return need
+
+
+def datastore_need(spec, dest):
+    """Bytes a datastore download of every disk still writes into dest (flat files are copied whole; a kept
+    ``.part`` is resumed)."""
+    return sum(max(0, int(disk["capacity_bytes"]) - _size_or_zero(
+        os.path.join(dest, "%s-%s.raw.part" % (spec["name"], disk["id"])))) for disk in spec["disks"])
 
 
 def _fsync_dir(path):
@@ -277,6 +349,9 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
             jobs.append((disk, device_url, target))
         total = (sum(job[1].fileSize or 0 for job in jobs)
                  or sum(job[0]["capacity_bytes"] for job in jobs))
+        # A kept .part is either resumed or replaced: its bytes count as room either way.
+        require_room(dest, sum(max(0, (device_url.fileSize or disk["capacity_bytes"]) - _size_or_zero(target + ".part"))
+                               for disk, device_url, target in jobs), "the export of %s" % spec["name"])
         progress = Progress(writer, "export", total)
 
         def keep_alive():
@@ -473,6 +548,8 @@ def warm_sync(conn, vm, spec, dest, *, timeout, writer=None, guard=None):
             areas = changed_areas(conn, vm, snapshot, disk["key"], "*" if full else record["change_id"],
                                   disk["capacity_bytes"])
             plan.append((disk, device, target, full, areas))
+        require_room(dest, _sync_need(plan), "the %s sync of %s" % (
+            "full" if any(step[3] for step in plan) else "delta", spec["name"]))
         progress = Progress(writer, "sync", sum(length for *unused, areas in plan for unused, length in areas))
         copied = {}
         for disk, device, target, full, areas in plan:

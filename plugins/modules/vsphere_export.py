@@ -22,6 +22,11 @@ description:
     areas the first time and afterwards only the areas C(QueryChangedDiskAreas) reports since the recorded
     changeIds, then removes the snapshot. The changeIds are kept in C(.NAME.v2kvm-warm.json) in O(dest), so any
     re-run resumes with a delta. O(cutover=true) powers the VM off first, so the last delta makes the copy final.
+  - Free space in O(dest) is checked before anything is written, and a copy that cannot fit fails with both
+    sizes and the fix. With O(method=datastore) the need is known up front (the flat files' size), so the
+    check runs before any power operation and in check mode. With O(method=nfc) it runs once the export lease
+    gives the file sizes, after the power-off, and the VM is powered on again. With O(method=warm) each sync
+    checks, after its changed-area query, the bytes that would fill holes of the copies.
   - Downloads resume with HTTP C(Range) from the C(.part) file a broken or killed run left behind. With
     O(method=nfc) the new run gets a new lease; a C(.part) described (in the C(.part.json) beside it) as the same
     VM, disk and backing file is resumed through it after its last MiB was compared with what the new lease
@@ -252,6 +257,10 @@ def _cold(module, conn, vm, spec, vexport, writer, result):
                       reason="a completed export of this VM is recorded in dest; force: true copies again")
         return
     wants_off = params["power_off"] or method == "nfc"
+    if method == "datastore":
+        # Flat files are copied whole, so the need is known before the VM is touched (in check mode too).
+        vexport.require_room(params["dest"], vexport.datastore_need(spec, params["dest"]),
+                             "the download of %s" % spec["name"])
     if module.check_mode:
         result.update(changed=True, disks=spec["disks"], bytes_fetched=0,
                       reason="would %s%s" % ("power the VM off and " if wants_off and result[

@@ -374,24 +374,6 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, stream_vmdk, 
     assert listing(out) == []
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """Mount a tmpfs of the given size under tmp_path: a file system that really runs out of space."""
-    mounts = []
-
-    def mount(size_mib):
-        directory = tmp_path / ("fs-%d" % len(mounts))
-        directory.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dM" % size_mib, "v2kvm-test", str(directory)],
-                       check=True)
-        mounts.append(directory)
-        return directory
-
-    yield mount
-    for directory in mounts:
-        subprocess.run(["umount", str(directory)], check=False)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
 def test_a_disk_that_does_not_fit_is_refused_before_writing(tmp_path, small_fs):
     data = os.urandom(6 * MIB)

@@ -238,3 +238,28 @@ def test_nfc_download_killed_in_one_lease_resumes_in_a_new_lease(vsim, vsi, boot
     assert caught["bytes_fetched"] > stream, "the wrong resume was thrown away and the disk fetched whole"
     same = _identical(flat, str(other / f"{name}-scsi0-0.vmdk"))
     assert same.returncode == 0, same.stdout + same.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+@pytest.mark.parametrize("method", ["datastore", "nfc", "warm"])
+def test_a_work_dir_without_room_is_refused_before_anything_is_written(vsim, vsi, make_vm, small_fs, tmp_path,
+                                                                       method):
+    vm, name, unused = make_vm(power_on=True)
+    dest = small_fs(2)  # the rig disk holds about 12 MiB of data on a 64 MiB disk
+    args = vsphere_args(vsim, name=name, dest=str(dest), method=method, shutdown_timeout=30)
+    if method == "datastore":
+        # The flat file's size is known up front: refused in check mode too, before the VM is touched.
+        checked, unused = run_module("vsphere_export", tmp_path, check_mode=True, **args)
+        assert checked.get("failed") and "not enough free space in %s" % dest in checked["msg"], checked
+    result, raw = run_module("vsphere_export", tmp_path, **args)
+    assert result.get("failed"), result
+    assert "not enough free space in %s" % dest in result["msg"] and "free at least" in result["msg"], result
+    assert "choose a dest directory on a file system with room" in result["msg"]
+    assert vsim.password not in raw
+    assert os.listdir(dest) == [], "nothing was written"
+    assert vm.runtime.powerState == "poweredOn", "the source runs as before"
+    if method == "datastore":
+        assert result["power_actions"] == [], "refused before any power operation"
+    if method == "nfc":
+        assert "powered on again after the failure" in result["msg"], result
+    assert vm.snapshot is None, "no snapshot left behind"

@@ -486,7 +486,10 @@ def test_a_rerun_that_changes_nothing_says_up_to_date_not_done(tmp_path):
     cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
     for host in (web, db):
         cb.v2_runner_on_start(host, lookup)
-        cb.v2_runner_on_ok(Result(host, lookup, {"changed": False, "complete": host is web, "source_type": "ova"}))
+        # The role asks each candidate host in a loop: the record is on the second one.
+        cb.v2_runner_on_ok(Result(host, lookup, {"changed": False, "results": [
+            {"item": {"name": "kvm1"}, "complete": False, "source_type": None},
+            {"item": {"name": "kvm2"}, "complete": host is web, "source_type": "ova"}]}))
     cb.v2_runner_on_start(web, convert)
     cb.v2_runner_on_skipped(Result(web, convert, {"skipped": True}))
     cb.v2_runner_on_start(db, convert)
