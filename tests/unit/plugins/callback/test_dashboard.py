@@ -60,6 +60,15 @@ def make_callback(tmp_path, mode="line", clock=None, stream=None, **options):
     return cb
 
 
+def line_mode(tmp_path, line_interval, playbook=None):
+    """(clock, output, callback) of a line-mode run on a fake clock; the playbook started when named."""
+    clock, out = FakeClock(), io.StringIO()
+    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=line_interval)
+    if playbook:
+        cb.v2_playbook_on_start(type("P", (), {"_file_name": playbook})())
+    return clock, out, cb
+
+
 def progress(host, task, done, total, rate=100e6, item=None):
     data = {"ansible_job_id": "j1", "started": True, "finished": False,
             "v2kvm_progress": {"ts": 0, "stage": "convert", "done": done, "total": total, "rate": rate,
@@ -125,9 +134,7 @@ def test_average_throughput_uses_the_module_clock_when_samples_arrive_together()
 
 
 def test_line_mode_prints_plain_progress_lines_at_the_interval(tmp_path):
-    clock = FakeClock()
-    out = io.StringIO()
-    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=4.0)
+    clock, out, cb = line_mode(tmp_path, 4.0)
     run_two_vms(cb, clock)
     text = out.getvalue()
     assert "\x1b" not in text
@@ -143,9 +150,7 @@ def test_line_mode_prints_plain_progress_lines_at_the_interval(tmp_path):
 def test_bookkeeping_tasks_never_become_the_vms_stage(tmp_path):
     """set_fact, includes and the role's argument check are not what a VM is doing: the stage column keeps
     the last real task and line mode writes no line for them."""
-    clock = FakeClock()
-    out = io.StringIO()
-    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=0.0)
+    clock, out, cb = line_mode(tmp_path, 0.0)
     web = Host("web01")
     check = Task("Validating arguments against arg spec 'main'", "uuid-check", "ansible.builtin.validate_argument_spec")
     convert = Task("Convert each disk into the pool", "uuid-convert")
@@ -305,10 +310,7 @@ def test_a_frame_left_pending_by_the_rate_limit_is_drawn_by_the_next_event():
 
 
 def test_line_mode_shows_the_first_task_of_every_phase_whatever_the_interval(tmp_path):
-    clock = FakeClock()
-    out = io.StringIO()
-    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=600.0)
-    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    clock, out, cb = line_mode(tmp_path, 600.0, "migrate.yml")
     web = Host("web01")
     mark = Task("Mark the phase", "uuid-mark", "ansible.builtin.set_fact")
     steps = [("convert", "Convert each disk into the pool", "v2kvm.migrate.disk_convert"),
@@ -419,10 +421,7 @@ def test_the_heartbeat_keeps_the_clock_moving_and_draws_the_last_burst():
 
 
 def test_line_mode_heartbeat_reports_a_long_task_without_progress(tmp_path):
-    clock = FakeClock()
-    out = io.StringIO()
-    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=10.0)
-    cb.v2_playbook_on_start(type("P", (), {"_file_name": "/x/migrate.yml"})())
+    clock, out, cb = line_mode(tmp_path, 10.0, "/x/migrate.yml")
     web, db = Host("web01"), Host("db01")
     validate = Task("Validate the migrated guest", "uuid-validate", action="v2kvm.migrate.validate")
     mark = Task("Mark the phase", "uuid-mark", action="ansible.builtin.set_fact")
@@ -545,10 +544,7 @@ def test_controller_host_is_no_vm_but_its_failures_reach_the_log():
 
 
 def test_line_mode_writes_no_start_line_for_a_task_that_turns_out_skipped(tmp_path):
-    clock = FakeClock()
-    out = io.StringIO()
-    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=10.0)
-    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    clock, out, cb = line_mode(tmp_path, 10.0, "migrate.yml")
     web = Host("web01")
     # Ansible announces every task before it evaluates `when`: these two are skipped.
     for number, name in enumerate(("Export the disks from vSphere", "Power the source VM back on")):
