@@ -130,12 +130,9 @@ options:
     description: After a successful cold migration with copied disks, delete the source's disk volumes too.
     type: bool
     default: false
-  progress_file:
-    description:
-      - Append progress samples (JSON lines) to this file; the action plugin sets one for live dashboards.
-    type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - v2kvm.migrate.progress
 attributes:
   check_mode:
     support: full

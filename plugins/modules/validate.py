@@ -122,12 +122,9 @@ options:
     type: str
     choices: [destroy, keep]
     default: destroy
-  progress_file:
-    description:
-      - Append progress samples (JSON lines) to this file; the action plugin sets one for live dashboards.
-    type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - v2kvm.migrate.progress
   - v2kvm.migrate.libvirt
 attributes:
   check_mode:
