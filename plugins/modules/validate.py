@@ -264,11 +264,10 @@ class Report:
     def console(self, text):
         """The newest non-empty console line as the boot stage (escape sequences and control characters
         dropped)."""
-        lines = [line for line in sv.tail(text[-4096:], 5)
-                 if "".join(ch for ch in line if ch.isprintable()).strip()]
+        printable = ("".join(ch for ch in line if ch.isprintable()).strip() for line in sv.tail(text[-4096:], 5))
+        lines = [line for line in printable if line]
         if lines:
-            line = "".join(ch for ch in lines[-1] if ch.isprintable()).strip()
-            self.update("boot: " + line[:_STAGE_LINE])
+            self.update("boot: " + lines[-1][:_STAGE_LINE])
         elif self._stage is None or not self._stage.startswith("boot"):
             self.update("boot: waiting for the first console line")
 

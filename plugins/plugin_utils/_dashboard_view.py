@@ -119,7 +119,7 @@ class LineView:
         self._last_line: dict[str, float] = {}
         self._phase_seen: dict[str, str] = {}
         self._transfers_seen: set = set()
-        self._pending_start: dict[str, tuple] = {}  # host -> (task_uuid, ts) of a start line not written yet
+        self._pending_start: dict[str, tuple] = {}  # host -> (task_uuid, ts, text) of a start line not written yet
         self.lines_written = 0
 
     def _write(self, text):
@@ -134,7 +134,8 @@ class LineView:
         if kind == "task_start" and host:
             self._pending_start.pop(host, None)
             if not event.get("bookkeeping") and self._due(host, now):
-                self._pending_start[host] = (event.get("task_uuid"), now)
+                # Rendered now: by the time it is written, progress may have replaced the task's name.
+                self._pending_start[host] = (event.get("task_uuid"), now, progress_line(self.board.vm(host), now))
             return
         if kind == "task_end" and host and event.get("status") == "skipped":
             if self._pending_start.get(host, (None,))[0] == event.get("task_uuid"):
@@ -174,7 +175,7 @@ class LineView:
         pending = self._pending_start.pop(host, None)
         if pending is not None:
             self._last_line[host] = pending[1]
-            self._write(progress_line(self.board.vm(host), pending[1]))
+            self._write(pending[2])
 
     def _first_sample(self, host, event) -> bool:
         key = (host, event.get("task_uuid"), event.get("item"))
@@ -190,7 +191,7 @@ class LineView:
         """Between events: a line for each VM whose task still runs and has had none for ``interval``,
         so a long task without progress (booting a guest to validate it) still shows in the log."""
         now = self.clock()
-        for host, (_uuid, started) in list(self._pending_start.items()):
+        for host, (_uuid, started, _text) in list(self._pending_start.items()):
             if now - started >= self.START_GRACE:
                 self._write_pending_start(host)
         for vm in self.board.vms.values():

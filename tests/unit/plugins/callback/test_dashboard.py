@@ -572,3 +572,12 @@ def test_line_mode_writes_no_start_line_for_a_task_that_turns_out_skipped(tmp_pa
     assert "Ensure the storage pool" in lines[0] and "Validate the migrated guest" in lines[1], lines
     assert lines[1].startswith(time.strftime("%H:%M:%S", time.localtime(started))), lines
     assert "Export the disks" not in out.getvalue() and "Power the source" not in out.getvalue()
+    # A progress sample proves the task runs: its start line comes first and still names the task.
+    convert = Task("Convert each disk into the pool", "uuid-convert")
+    cb.v2_runner_on_ok(Result(web, long, {"changed": True}))
+    clock.now += 10
+    cb.v2_runner_on_start(web, convert)
+    cb.v2_runner_on_async_poll(progress(web, convert, GIB // 4, GIB, item="disk1.vmdk"))
+    lines = out.getvalue().splitlines()[2:]
+    assert len(lines) == 2 and "Convert each disk into the pool" in lines[0], lines
+    assert "convert disk1.vmdk 25.0%" in lines[1], lines
