@@ -241,6 +241,8 @@ class Interrupted(Exception):
 
 
 def _on_sigterm(signum, frame):
+    # Further signals are ignored: stopping the guest this run started must not be cut short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted("signal %d" % signum)
 
 
@@ -494,16 +496,22 @@ def run(module, conn, report):
         began = time.monotonic()
     deadline = began + params["boot_timeout"]
 
-    outcome, text = watch_console(module, dom, console, success, failures, deadline, report)
-    verdict.update(outcome)
-    verdict["console_tail"] = sv.tail(text)
-    if outcome["booted"] and started:
-        verdict["seconds_to_boot"] = round(time.monotonic() - began, 2)
-    if outcome["booted"] and params["guest_agent"]:
-        verdict["agent"] = ping_agent(dom, deadline)
-        if not verdict["agent"]["responded"]:
-            verdict["booted"] = False
-            verdict["reason"] = verdict["agent"]["detail"]
+    try:
+        outcome, text = watch_console(module, dom, console, success, failures, deadline, report)
+        verdict.update(outcome)
+        verdict["console_tail"] = sv.tail(text)
+        if outcome["booted"] and started:
+            verdict["seconds_to_boot"] = round(time.monotonic() - began, 2)
+        if outcome["booted"] and params["guest_agent"]:
+            verdict["agent"] = ping_agent(dom, deadline)
+            if not verdict["agent"]["responded"]:
+                verdict["booted"] = False
+                verdict["reason"] = verdict["agent"]["detail"]
+    except Interrupted as exc:
+        # A stopped run (Ctrl-C, the orphan watchdog) is a failed validation: with on_failure=destroy the guest
+        # this run started does not go on booting unwatched.
+        verdict.update(booted=False, reason="interrupted (%s) while the guest booted" % exc,
+                       console_tail=sv.tail(console.read()))
     finish(started, bool(verdict["booted"]))
 
 

@@ -387,3 +387,42 @@ def test_auto_domain_type_matches_what_a_kvm_guest_really_does(conn, tracked, po
                       network_map={"VM Network": "user"})
     assert auto["domain_type"] == detection["domain_type"]
     assert f"<domain type='{detection['domain_type']}'" in domain_xml(conn, name)
+
+
+def test_validate_stopped_while_the_guest_boots_fails_and_stops_the_guest_it_started(conn, tracked, pool, tmp_path,
+                                                                                     guest_cache):
+    name = f"{PREFIX}-stop"
+    tracked.domains.append(name)
+    disk = os.path.join(pool["path"], f"{name}-0.raw")
+    make_boot_disk(disk, marker=name, workdir=guest_cache)
+    run_module("domain", tmp_path, spec=spec_for(name, [disk]), disks=[disk], network_map={"VM Network": "user"},
+               domain_type="qemu")
+    args_file = tmp_path / "args.json"
+    # A pattern the guest never prints: only the SIGTERM (what Ctrl-C and the orphan watchdog send) ends the wait.
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
+        "name": name, "boot_timeout": 300, "success_pattern": "NEVER-PRINTED", "check_images": False}}))
+    proc = subprocess.Popen([sys.executable, os.path.join(MODULES, "validate.py"), str(args_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=COLLECTIONS))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _active(conn, name):
+            time.sleep(0.2)
+        assert _active(conn, name), "validate started the guest"
+        time.sleep(2)
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = json.loads(out)
+    assert result["failed"] and "interrupted (signal 15) while the guest booted" in result["msg"], (result, err)
+    assert result["verdict"]["booted"] is False and result["changed"] is True
+    assert not _active(conn, name), "on_failure=destroy stops the guest the interrupted run started"
+
+
+def _active(conn, name):
+    try:
+        return bool(conn.lookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
