@@ -6,9 +6,10 @@ Each line: {"ts": epoch seconds, "stage": str, "done": bytes, "total": bytes,
 "rate": bytes per second (smoothed), "eta": seconds or null}.
 
 update() records the latest state and writes a line at most every ``interval`` seconds
-(a change of stage is written at once). A heartbeat thread repeats the latest state when
-the producer goes quiet, so readers see at least one line per ``interval`` while work is
-under way and can tell a stall (rate decaying towards 0) from a dead writer (no lines).
+(a change of stage, and the sample that completes a stage's bytes, are written at once). A
+heartbeat thread repeats the latest state when the producer goes quiet, so readers see at least
+one line per ``interval`` while work is under way and can tell a stall (rate decaying towards 0)
+from a dead writer (no lines).
 Each line goes out with a single write() on an O_APPEND descriptor, so a reader never
 sees half a line from this writer.
 
@@ -51,8 +52,11 @@ class ProgressWriter:
             if self._fd is None:
                 return
             new_stage = self._state is None or self._state[0] != stage
+            # The sample that completes a stage's bytes is written at once too: the next stage would
+            # otherwise replace it unseen, and a bar would jump from part-way to the next stage.
+            completes = 0 < int(total) <= int(done) and (new_stage or self._state[1] < self._state[2])
             self._state = (stage, int(done), int(total))
-            if new_stage or self._clock() - self._last_write >= self._interval:
+            if new_stage or completes or self._clock() - self._last_write >= self._interval:
                 self._write_locked()
 
     def close(self) -> None:

@@ -61,3 +61,21 @@ def test_validate_without_a_progress_file_writes_nothing(tmp_path):
     report.bytes_of("compare disk0.qcow2", 64 * MIB)(0.5)
     report.end(False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sample_that_completes_a_stage_is_written_at_once(tmp_path):
+    path, clock = tmp_path / "c.progress", Clock()
+    writer = ProgressWriter(str(path), interval=10.0, clock=clock)
+    try:
+        writer.update("compare disk0.qcow2", 0, 64 * MIB)
+        clock.now += 0.1
+        writer.update("compare disk0.qcow2", 32 * MIB, 64 * MIB)  # within the interval: not written
+        clock.now += 0.1
+        writer.update("compare disk0.qcow2", 64 * MIB, 64 * MIB)  # complete: written although within it
+        clock.now += 0.1
+        writer.update("compare disk0.qcow2", 64 * MIB, 64 * MIB)  # nothing new
+        writer.update("boot: SeaBIOS", 0, 0)
+    finally:
+        writer.close()
+    assert [(line["stage"], line["done"]) for line in _lines(path)] == [
+        ("compare disk0.qcow2", 0), ("compare disk0.qcow2", 64 * MIB), ("boot: SeaBIOS", 0)]
