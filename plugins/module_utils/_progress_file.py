@@ -103,15 +103,15 @@ class ProgressWriter:
         if total <= 0:
             # A stage without a byte count (a boot being watched): no rate, and none carried into the next one.
             self._rate = self._rate_sample = None
-        rate = self._smoothed_rate(now, done) if total > 0 else None
-        if total <= 0:
-            eta = None
-        elif stage == "done":
-            eta = 0.0
-        elif rate and rate > 0 and total >= done:
-            eta = round((total - done) / rate, 1)
+            rate = eta = None
         else:
-            eta = None
+            rate = self._smoothed_rate(now, done)
+            if stage == "done":
+                eta = 0.0
+            elif rate and rate > 0 and total >= done:
+                eta = round((total - done) / rate, 1)
+            else:
+                eta = None
         line = {"ts": round(now, 3), "stage": stage, "done": done, "total": total,
                 "rate": int(rate) if rate is not None else 0, "eta": eta}
         os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
