@@ -38,7 +38,8 @@ def free_bytes(path: str) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
-def _allocated(path: str) -> int:
+def allocated_bytes(path: str) -> int:
+    """Bytes the file at ``path`` takes on its file system (0 when there is none): what removing it frees."""
     try:
         return os.stat(path).st_blocks * 512
     except FileNotFoundError:
@@ -54,7 +55,7 @@ def shortfall(source: str, fmt: str, dest: str, dest_format: str, virtual_size: 
     case costs one statvfs; only a tight fit asks ``qemu-img measure`` for the exact need.
     """
     directory = os.path.dirname(dest)
-    free = free_bytes(directory) + (_allocated(reclaimable) if reclaimable else 0)
+    free = free_bytes(directory) + (allocated_bytes(reclaimable) if reclaimable else 0)
     if free >= virtual_size + virtual_size // _METADATA_FRACTION + _FIXED_SLACK:
         return None
     need = int(_qemu_img.measure(source, fmt, dest_format)["required"])

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_transfer as transfer
-from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes, human
+from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import allocated_bytes, free_bytes, human
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import (
     VsphereError,
     call,
@@ -187,11 +187,7 @@ def _sync_need(plan):
     need = 0
     for _disk, _device, target, full, areas in plan:
         if full:
-            try:
-                old = os.stat(target).st_blocks * 512
-            except FileNotFoundError:
-                old = 0
-            need += max(0, sum(length for unused, length in areas) - old)
+            need += max(0, sum(length for unused, length in areas) - allocated_bytes(target))
         else:
             need += _unallocated(target, areas)
     return need
