@@ -25,6 +25,7 @@ from xml.etree import ElementTree
 from ansible_collections.v2kvm.migrate.plugins.module_utils._console_watch import start_and_judge
 from ansible_collections.v2kvm.migrate.plugins.module_utils._serial_verdict import (
     DEFAULT_FAILURE_PATTERNS, DEFAULT_SUCCESS_PATTERN, compile_patterns)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted
 
 try:
     import libvirt
@@ -42,11 +43,6 @@ class MigrationRefused(Exception):
 
 class MigrationFailed(Exception):
     """The migration started and failed; the message says where the guest is now."""
-
-
-class Stopped(Exception):
-    """Raised by the module's SIGTERM handler: the run was stopped (Ctrl-C on the controller, or the orphan
-    watchdog found the controller gone). A live migration is aborted, a cold one rolled back."""
 
 
 def _xml(text):
@@ -246,7 +242,7 @@ def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.
             timeout = opts.get("timeout")
             if aborted is None and timeout and elapsed >= timeout and "post-copy" not in escalated:
                 aborted = "timeout of %d s reached" % timeout
-        except Stopped as exc:
+        except Interrupted as exc:
             # The module's SIGTERM handler (the run was stopped, or the orphan watchdog fired) raised here:
             # the migration is aborted below like a timed-out one, so the guest stays on its source. In
             # post-copy there is nothing to abort (the guest already runs on the target); it finishes.

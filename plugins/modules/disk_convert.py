@@ -210,18 +210,11 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils import _disk_room as
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._content_digest import content_digest, file_sha256  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter  # noqa: E402
-
-
-class Interrupted(Exception):
-    pass
+from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted, raise_on_sigterm  # noqa: E402
 
 
 class _Failure(Exception):
     pass
-
-
-def _on_sigterm(signum, frame):
-    raise Interrupted("interrupted by signal %d" % signum)
 
 
 def _write_back_until(path, finished, every=0.5):
@@ -310,7 +303,7 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
     dest, dest_format, verify = params["dest"], params["dest_format"], params["verify"]
     part = state_store.part_path(dest)
     # Before the progress writer: its orphan watch stops the module with SIGTERM.
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = raise_on_sigterm()
     progress = ProgressWriter(params["progress_file"]) if params["progress_file"] else None
     hashed = {}
 

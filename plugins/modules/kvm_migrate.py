@@ -247,7 +247,6 @@ msg:
   type: str
 """
 
-import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -262,12 +261,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
 from ansible_collections.v2kvm.migrate.plugins.module_utils._serial_verdict import PatternError, compile_patterns
-
-
-def _on_sigterm(signum, frame):
-    # Further signals are ignored: the abort or rollback this starts must run to its end.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise mig.Stopped("interrupted by signal %d" % signum)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted, raise_on_sigterm
 
 
 def _open(module, node, result):
@@ -391,8 +385,8 @@ def main():
     src_conn = _open(module, src_node, result)
     dst_conn = _open(module, dst_node, result)
     # A stopped run (Ctrl-C on the controller, the orphan watchdog) aborts a live migration and rolls a
-    # cold one back instead of dying in the middle of it.
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # cold one back instead of dying in the middle of it. Once: the abort or rollback must run to its end.
+    raise_on_sigterm(once=True)
     progress = ProgressWriter(p["progress_file"]) if p["progress_file"] and not module.check_mode else None
     try:
         try:
@@ -414,7 +408,7 @@ def main():
             progress.update("done", total, total)
     except libvirt.libvirtError as exc:
         module.fail_json(msg="libvirt failed while migrating %s: %s" % (p["name"], exc), **result)
-    except mig.Stopped as exc:
+    except Interrupted as exc:
         where = [node["name"] for node, conn in ((src_node, src_conn), (dst_node, dst_conn))
                  if mig.exists(conn, p["name"])]
         module.fail_json(msg="migration of %s stopped (%s); the VM is defined on %s" % (

@@ -223,6 +223,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import
     libvirt,
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
+from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted, raise_on_sigterm
 
 try:
     import libvirt_qemu
@@ -234,16 +235,6 @@ else:
 
 POLL_SECONDS = 0.25
 _STAGE_LINE = 100  # characters of a console line shown as the boot stage
-
-
-class Interrupted(Exception):
-    pass
-
-
-def _on_sigterm(signum, frame):
-    # Further signals are ignored: stopping the guest this run started must not be cut short.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Interrupted("signal %d" % signum)
 
 
 class Report:
@@ -510,7 +501,7 @@ def run(module, conn, report):
     except Interrupted as exc:
         # A stopped run (Ctrl-C, the orphan watchdog) is a failed validation: with on_failure=destroy the guest
         # this run started does not go on booting unwatched.
-        verdict.update(booted=False, reason="interrupted (%s) while the guest booted" % exc,
+        verdict.update(booted=False, reason="interrupted (signal %d) while the guest booted" % exc.signum,
                        console_tail=sv.tail(console.read()))
     finish(started, bool(verdict["booted"]))
 
@@ -548,13 +539,14 @@ def main():
         module.fail_json(msg="boot_timeout must be at least 1 second")
     conn = connect_for_module(module, module.params["uri"])
     report = Report(module.params["progress_file"])
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Once: stopping the guest this run started must not be cut short by a second signal.
+    previous = raise_on_sigterm(once=True)
     try:
         run(module, conn, report)
     except Interrupted as exc:
         # The run was stopped (or its controller went away): qemu-img compare is killed on the way here.
         report.end(False)
-        module.fail_json(msg="validation of %s was interrupted (%s)" % (module.params["name"], exc))
+        module.fail_json(msg="validation of %s was interrupted (signal %d)" % (module.params["name"], exc.signum))
     finally:
         signal.signal(signal.SIGTERM, previous)
 

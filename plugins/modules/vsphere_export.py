@@ -210,7 +210,6 @@ change_ids:
 """
 
 import os
-import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -218,19 +217,12 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
 from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError
+from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted, raise_on_sigterm
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_module import (
     connect_from_params,
     connection_argument_spec,
     selected_vm,
 )
-
-
-class Interrupted(Exception):
-    pass
-
-
-def _on_sigterm(signum, frame):
-    raise Interrupted("interrupted by signal %d" % signum)
 
 
 def _cold_record_path(dest, name):
@@ -370,7 +362,7 @@ def main():
     secrets = [params["password"]]
     if not os.path.isdir(params["dest"]):
         module.fail_json(msg="dest %s is not a directory. Fix: create it first (the role does)." % params["dest"])
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    raise_on_sigterm()
     result = dict(changed=False, method=params["method"], power_actions=[])
     writer = ProgressWriter(params["progress_file"]) if params["progress_file"] and not module.check_mode else None
     try:
