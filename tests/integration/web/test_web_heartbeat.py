@@ -38,20 +38,24 @@ def _jobs(server):
     return json.loads(urllib.request.urlopen(server.url + "api/jobs", timeout=5).read())["jobs"]
 
 
+def _wait_until_every_host_shows(server, proc, stage, seconds=60):
+    """(stages by host, whether every host showed ``stage`` before the run ended or the time ran out)."""
+    stages = {}
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        stages = {job["host"]: job["stage"] for job in _jobs(server)}
+        if all(stages.get(host) == stage for host in HOSTS):
+            return stages, True
+        time.sleep(0.3)
+    return stages, False
+
+
 def test_the_starts_of_a_quiet_task_reach_the_dashboard_while_it_runs(tmp_path, web_server):
     server = web_server()
     proc = _start_run(tmp_path, server, [{"name": "Get ready", "ansible.builtin.command": "true"},
                                          {"name": "Wait quietly", "ansible.builtin.command": "sleep 8"}])
     try:
-        stages, waiting_seen_at = {}, None
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
-            jobs = _jobs(server)
-            stages = {job["host"]: job["stage"] for job in jobs}
-            if all(stages.get(host) == "Wait quietly" for host in HOSTS):
-                waiting_seen_at = time.time()
-                break
-            time.sleep(0.3)
+        stages, waiting_seen = _wait_until_every_host_shows(server, proc, "Wait quietly")
         output = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
@@ -59,19 +63,14 @@ def test_the_starts_of_a_quiet_task_reach_the_dashboard_while_it_runs(tmp_path, 
             proc.wait()
     assert proc.returncode == 0, output
     # Seen while the 8 s sleep still ran (the run had not ended when the server showed it).
-    assert waiting_seen_at is not None, (stages, output)
+    assert waiting_seen, (stages, output)
 
 
 def test_an_interrupted_run_ends_on_the_dashboard(tmp_path, web_server):
     server = web_server()
     proc = _start_run(tmp_path, server, [{"name": "Wait quietly", "ansible.builtin.command": "sleep 41"}])
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            jobs = _jobs(server)
-            if len(jobs) == 3 and all(job["stage"] == "Wait quietly" for job in jobs):
-                break
-            time.sleep(0.3)
+        _wait_until_every_host_shows(server, proc, "Wait quietly")
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=60)[0]
     finally:
