@@ -4,6 +4,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dest=$here/.work/sanity/ansible_collections/v2kvm/migrate
+# One run at a time: the copy below is renewed in place, so a second run would pull it away.
+mkdir -p "$here/.work"
+exec 9>"$here/.work/sanity.lock"
+flock 9
 mkdir -p "$dest"
 # The copy holds what git would (tracked or not ignored) and is a git repo of its own, because
 # ansible-test lists content through the nearest git repo and ours ignores .work/.
