@@ -11,20 +11,24 @@ Runs point the ``v2kvm.migrate.web`` callback at it (V2KVM_WEB_URL + V2KVM_WEB_T
 
 import os
 import sys
-import tempfile
+import types
 
 
 def _make_importable():
-    """Import the collection from this checkout, whether or not it sits in an ansible_collections tree."""
+    """Import the collection from this checkout, whether or not it sits in an ansible_collections tree.
+
+    Outside such a tree the package ``ansible_collections.v2kvm.migrate`` is declared in memory with this
+    checkout as its path: no folder of symlinks on disk, so nothing is left behind, whatever ends the process."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = repo.split(os.sep)
     if parts[-3:-2] == ["ansible_collections"]:
         sys.path.insert(0, os.sep.join(parts[:-3]) or os.sep)
         return
-    root = tempfile.mkdtemp(prefix="v2kvm-web-collections-")
-    os.makedirs(os.path.join(root, "ansible_collections", "v2kvm"))
-    os.symlink(repo, os.path.join(root, "ansible_collections", "v2kvm", "migrate"))
-    sys.path.insert(0, root)
+    for name, path in (("ansible_collections", []), ("ansible_collections.v2kvm", []),
+                       ("ansible_collections.v2kvm.migrate", [repo])):
+        package = types.ModuleType(name)
+        package.__path__ = path
+        sys.modules[name] = package
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ CREATE INDEX IF NOT EXISTS events_by_host ON events (run_id, host, seq);
 """
 
 
+def _loads(text: str):
+    """Stored JSON; NaN/Infinity that an older server stored read as null, so no answer carries them."""
+    return json.loads(text, parse_constant=lambda _name: None)
+
+
 class History:
     """``path=':memory:'`` keeps history for the life of the process only (tests, ``--no-history``)."""
 
@@ -47,12 +52,15 @@ class History:
     def journal_mode(self) -> str:
         return self.db.execute("PRAGMA journal_mode").fetchone()[0]
 
-    def add_events(self, run_id: str, name: str, label: str, first_seq: int, events: list) -> None:
+    def add_events(self, run_id: str, name: str, label: str, first_seq: int, events: list,
+                   updated: float | None = None) -> None:
+        """``updated``: the server's clock (the events' own ``ts`` come from the run and may be anything)."""
         rows = [(run_id, first_seq + i, e.get("ts"), e.get("type"), e.get("host"),
                  json.dumps(e, default=str, separators=(",", ":"))) for i, e in enumerate(events)]
         started = next((e.get("ts") for e in events if e.get("type") == "run_start"), None)
         finished = next((e.get("ts") for e in events if e.get("type") == "run_end"), None)
-        last = events[-1].get("ts") if events else None
+        last = updated if updated is not None else (events[-1].get("ts") if events else None)
+        new = self.db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
@@ -63,6 +71,10 @@ class History:
                 "updated=excluded.updated, events=runs.events + excluded.events",
                 (run_id, name, label, started, finished, last, len(rows)))
             self.db.executemany("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?)", rows)
+        if new:
+            # A flood of new runs must not wait for their ends to be trimmed: the file stays within
+            # keep_runs runs (each capped by the hub's max_run_events) at all times.
+            self._trim()
 
     def set_summary(self, run_id: str, summary: dict) -> None:
         self.db.execute("UPDATE runs SET summary=? WHERE id=?", (json.dumps(summary, default=str), run_id))
@@ -70,7 +82,7 @@ class History:
 
     def _trim(self) -> None:
         old = [row[0] for row in self.db.execute(
-            "SELECT id FROM runs ORDER BY updated DESC LIMIT -1 OFFSET ?", (self.keep_runs,))]
+            "SELECT id FROM runs ORDER BY updated DESC, rowid DESC LIMIT -1 OFFSET ?", (self.keep_runs,))]
         for run_id in old:
             self.db.execute("DELETE FROM events WHERE run_id=?", (run_id,))
             self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
@@ -88,7 +100,7 @@ class History:
             return None
         keys = ("id", "name", "label", "started", "finished", "updated", "events")
         data = dict(zip(keys, row[:7]))
-        data["summary"] = json.loads(row[7]) if row[7] else None
+        data["summary"] = _loads(row[7]) if row[7] else None
         return data
 
     def events(self, run_id: str, host: str | None = None, limit: int = 200, skip_progress: bool = False):
@@ -101,11 +113,11 @@ class History:
             sql += " AND type != 'progress'"
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
-        return [json.loads(row[0]) for row in self.db.execute(sql, args)][::-1]
+        return [_loads(row[0]) for row in self.db.execute(sql, args)][::-1]
 
     def all_events(self, run_id: str):
         for (body,) in self.db.execute("SELECT body FROM events WHERE run_id=? ORDER BY seq", (run_id,)):
-            yield json.loads(body)
+            yield _loads(body)
 
     def close(self) -> None:
         self.db.close()

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import sys
 import time
+import traceback
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
     FAILED, PENDING, RUNNING, SUCCEEDED, MigrationBoard)
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import IngestError, clean_event
 
-EVENT_TYPES = ("run_start", "play_start", "task_start", "progress", "task_end", "vm_end", "run_end")
-_MAX_TEXT = 2000
 _MAX_HOST = 255
+MAX_RUN_EVENTS = 200000
+MAX_RUN_HOSTS = 10000
 
 
 def job_id(run_id: str, host: str) -> str:
@@ -30,37 +33,8 @@ def job_id(run_id: str, host: str) -> str:
     return hashlib.blake2b(("%s\0%s" % (run_id, host)).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
-class IngestError(ValueError):
-    """Refused input; the message names the problem and the fix (sent back as HTTP 400)."""
-
-
-def clean_event(raw) -> dict:
-    """Keep a known event type with bounded, JSON-typed fields; anything else is refused."""
-    if not isinstance(raw, dict):
-        raise IngestError("each event must be a JSON object, got %s" % type(raw).__name__)
-    kind = raw.get("type")
-    if kind not in EVENT_TYPES:
-        raise IngestError("unknown event type %r: expected one of %s" % (kind, ", ".join(EVENT_TYPES)))
-    event = {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or len(key) > 64:
-            continue
-        if isinstance(value, str):
-            value = value[:_MAX_TEXT]
-        elif isinstance(value, (list, dict)) and key not in ("hosts", "verdict"):
-            continue
-        event[key] = value
-    if kind not in ("run_start", "play_start", "run_end"):
-        host = event.get("host")
-        if not isinstance(host, str) or not host:
-            raise IngestError("%s event without a 'host' (the inventory host name)" % kind)
-        event["host"] = host[:_MAX_HOST]
-    if kind == "play_start":
-        event["hosts"] = [str(h)[:_MAX_HOST] for h in (raw.get("hosts") or [])][:10000]
-    ts = event.get("ts")
-    if ts is not None and not isinstance(ts, (int, float)):
-        raise IngestError("'ts' must be epoch seconds (a number), got %r" % (ts,))
-    return event
+class RunFullError(IngestError):
+    """A batch would take a run past its caps (HTTP 413): bounded memory and history under a flood."""
 
 
 class Run:
@@ -81,8 +55,12 @@ class Run:
 
 
 class Hub:
-    def __init__(self, history=None, *, clock=time.time, series_points=600, keep_live_runs=50, alert_keep=100):
+    def __init__(self, history=None, *, clock=time.time, series_points=600, keep_live_runs=50, alert_keep=100,
+                 max_run_events=MAX_RUN_EVENTS, max_run_hosts=MAX_RUN_HOSTS):
         self.history = history
+        self.max_run_events = max_run_events
+        self.max_run_hosts = max_run_hosts
+        self.apply_errors = 0
         self.runs: dict[str, Run] = {}
         self.index: dict[str, tuple[str, str]] = {}
         self.dirty: set[str] = set()
@@ -112,17 +90,44 @@ class Hub:
             run.label = label
         return run
 
+    def check_room(self, run_id: str, events: list, hosts: set) -> None:
+        """Refuse (RunFullError) a batch that would take its run past the caps, before anything is applied."""
+        run = self.runs.get(run_id)
+        held = run.seq if run is not None else self._stored_events(run_id)
+        if held + len(events) > self.max_run_events:
+            raise RunFullError("run %s holds %d events and this batch brings %d: at most %d per run "
+                               "(--max-run-events); start a new run, or restart the server with a higher "
+                               "--max-run-events" % (run_id, held, len(events), self.max_run_events))
+        known = set(run.board.vms) if run is not None else set()
+        if len(known | hosts) > self.max_run_hosts:
+            raise RunFullError("run %s would hold %d hosts: at most %d per run; split the inventory into runs "
+                               "of fewer hosts" % (run_id, len(known | hosts), self.max_run_hosts))
+
+    def _stored_events(self, run_id: str) -> int:
+        info = self.history.run(run_id) if self.history is not None else None
+        return info["events"] if info else 0
+
     def ingest(self, run_id: str, events: list, *, name: str = "", label: str = "", controller=None,
                store: bool = True) -> int:
-        """Fold already-cleaned events of one run; returns how many were applied."""
+        """Fold already-validated events of one run; returns how many were applied.
+
+        The history is written first, then the board: a write that fails changes nothing, and the board
+        then folds exactly what a restarted server replays (live and history agree)."""
+        if store and run_id not in self.runs:
+            self._revive(run_id)
         run = self.run(run_id, name, label)
         now = self._clock()
         for event in events:
             event.setdefault("ts", now)
-            run.board.apply(event)
-            self._after(run, event)
         if store and self.history is not None and events:
-            self.history.add_events(run_id, run.name, run.label, run.seq, events)
+            self.history.add_events(run_id, run.name, run.label, run.seq, events, updated=now)
+        for event in events:
+            try:
+                run.board.apply(event)
+                self._after(run, event)
+            except Exception:  # a bug in folding one event must not drop the rest of a stored batch
+                self.apply_errors += 1
+                traceback.print_exc()
         run.seq += len(events)
         run.updated = now
         self.events_total += len(events)
@@ -135,6 +140,28 @@ class Hub:
         if store and self.history is not None and any(e.get("type") == "run_end" for e in events):
             self.history.set_summary(run_id, run.board.summary())
         return len(events)
+
+    def _revive(self, run_id: str) -> None:
+        """A run evicted from memory (or from before a restart) that reports again continues where its
+        history stands, so its new events neither overwrite the stored ones nor start a blank board."""
+        info = self.history.run(run_id) if self.history is not None else None
+        if info:
+            self._replay(info)
+
+    def _replay(self, info: dict) -> None:
+        events, dropped = [], 0
+        for index, stored in enumerate(self.history.all_events(info["id"])):
+            try:
+                events.append(clean_event(stored, index))
+            except IngestError:  # stored by an older server that accepted it: skipped, not shown
+                dropped += 1
+        if dropped:
+            print("web dashboard: run %s: %d stored events skipped (invalid)" % (info["id"], dropped),
+                  file=sys.stderr, flush=True)
+        self.ingest(info["id"], events, name=info["name"], label=info["label"], store=False)
+        run = self.runs[info["id"]]
+        run.seq = max(run.seq, info["events"] or 0)
+        run.updated = info["updated"] or 0.0
 
     def _after(self, run: Run, event: dict) -> None:
         kind, host = event.get("type"), event.get("host")
@@ -196,9 +223,7 @@ class Hub:
             return 0
         count = 0
         for info in reversed(self.history.runs(limit)):
-            events = list(self.history.all_events(info["id"]))
-            self.ingest(info["id"], events, name=info["name"], label=info["label"], store=False)
-            self.runs[info["id"]].updated = info["updated"] or 0.0
+            self._replay(info)
             count += 1
         self.alerts.clear()
         self.new_alerts = []

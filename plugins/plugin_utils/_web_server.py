@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import hmac
+import ipaddress
 import json
 import os
-import re
 import secrets
 import signal
 import ssl
@@ -32,7 +33,8 @@ import traceback
 import urllib.parse
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_history import History
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import Hub, IngestError, clean_event
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import MAX_RUN_EVENTS, Hub, RunFullError
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import IngestError, loads, parse_batch, show
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import ProcessSampler
 
 try:
@@ -47,8 +49,8 @@ _middleware = web.middleware if HAS_AIOHTTP else (lambda func: func)
 
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_static")
-RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-MAX_EVENTS_PER_POST = 5000
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+MAX_RATE_KEYS = 4096
 REFUSED_CLOSE_CODE = 4429  # private range: "too many clients", the page shows the reason and backs off
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
@@ -81,6 +83,8 @@ class Config:
         self.ready_file = ""
         self.sample_pid = 0
         self.restore_runs = 20
+        self.allow_hosts: list[str] = []
+        self.max_run_events = MAX_RUN_EVENTS
         for key, value in kwargs.items():
             if not hasattr(self, key):
                 raise TypeError("unknown web dashboard setting %r" % key)
@@ -95,23 +99,63 @@ class Config:
             raise SystemExit("--max-clients must be at least 1")
         if self.interval <= 0:
             raise SystemExit("--interval must be a positive number of seconds")
+        if self.max_run_events < 1:
+            raise SystemExit("--max-run-events must be at least 1")
 
 
 class TokenBucket:
-    def __init__(self, rate: float, burst: int, clock=time.monotonic):
-        self.rate, self.burst, self._clock = rate, burst, clock
-        self.buckets: dict[str, list] = {}
+    """Per-address buckets, at most ``max_keys`` of them: one per address ever seen would grow without end.
+    A bucket idle long enough to be full again is the same as none and goes first; past the cap the
+    least recently used goes (that address starts again with a full burst)."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic, max_keys: int = MAX_RATE_KEYS):
+        self.rate, self.burst, self._clock, self.max_keys = rate, burst, clock, max_keys
+        self.buckets: collections.OrderedDict = collections.OrderedDict()
 
     def allow(self, key: str) -> float:
         """0 when allowed, else the seconds to wait before the next try."""
         now = self._clock()
-        tokens, last = self.buckets.get(key, (self.burst, now))
+        tokens, last = self.buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0
         if tokens >= 1:
-            self.buckets[key] = [tokens - 1, now]
-            return 0.0
-        self.buckets[key] = [tokens, now]
-        return (1 - tokens) / self.rate if self.rate > 0 else 60.0
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self.rate if self.rate > 0 else 60.0
+        self.buckets[key] = (tokens, now)  # at the end: the order is least recently used first
+        if len(self.buckets) > self.max_keys:
+            self._prune(now)
+        return wait
+
+    def _prune(self, now: float) -> None:
+        refill = self.burst / self.rate if self.rate > 0 else float("inf")
+        while self.buckets:
+            oldest_key, (_tokens, last) = next(iter(self.buckets.items()))
+            if now - last < refill and len(self.buckets) <= self.max_keys // 2:
+                break
+            del self.buckets[oldest_key]
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without port or IPv6 brackets, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    if header.count(":") == 1:
+        return header.split(":", 1)[0]
+    return header  # a bare name, or a bare IPv6 address (several colons)
+
+
+def _ip(name: str):
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def _binds_all(host: str) -> bool:
+    address = _ip(host)
+    return not host or (address is not None and address.is_unspecified)
 
 
 class Stats:
@@ -121,6 +165,7 @@ class Stats:
         self.ws_refused = 0
         self.ws_messages = 0
         self.auth_failures = 0
+        self.host_refused = 0
 
 
 class DashboardServer:
@@ -128,10 +173,11 @@ class DashboardServer:
         self.config = config
         self.history = history if history is not None else (History(config.history, config.keep_runs)
                                                             if config.history else None)
-        self.hub = Hub(self.history, clock=clock)
+        self.hub = Hub(self.history, clock=clock, max_run_events=config.max_run_events)
         self.clients: set = set()
         self.stats = Stats()
         self.limiter = TokenBucket(config.ingest_rate, config.ingest_burst)
+        self.allowed_hosts = {host_name(name) for name in (config.host, *LOCAL_NAMES, *config.allow_hosts)}
         self.sampler = ProcessSampler(config.sample_pid) if config.sample_pid else None
         self.own = ProcessSampler()
         self.own.sample()
@@ -141,7 +187,7 @@ class DashboardServer:
     # -- app --------------------------------------------------------------------------------------
 
     def make_app(self):
-        app = web.Application(middlewares=[self._headers, self._auth], client_max_size=1 << 20)
+        app = web.Application(middlewares=[self._headers, self._host_check, self._auth], client_max_size=1 << 20)
         app.router.add_get("/", self.page)
         app.router.add_static("/static/", STATIC, follow_symlinks=False)
         app.router.add_get("/api/metrics", self.api_metrics)
@@ -185,6 +231,27 @@ class DashboardServer:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    def _host_ok(self, request) -> bool:
+        header = request.headers.get("Host")
+        if header is None:
+            return True  # HTTP/1.0 without Host: not a browser, so not DNS rebinding
+        name = host_name(header)
+        if name in self.allowed_hosts:
+            return True
+        # Bound to every address: the machine's own addresses are not known here, and an IP literal
+        # cannot be a DNS-rebinding name (the attack needs a name the attacker's DNS answers for).
+        return _binds_all(self.config.host) and _ip(name) is not None
+
+    @_middleware
+    async def _host_check(self, request, handler):
+        if not self._host_ok(request):
+            self.stats.host_refused += 1
+            return web.json_response(
+                {"error": "this server does not answer for the name %s (Host header): open it by its address or "
+                          "localhost, or start it with --allow-host NAME for the name you use"
+                          % show(request.headers.get("Host", ""))}, status=421)
+        return await handler(request)
+
     def _token_ok(self, request) -> bool:
         if not self.config.token:
             return False
@@ -195,7 +262,12 @@ class DashboardServer:
         elif request.path == "/ws":
             # Browsers cannot set headers on a WebSocket: the page passes the token as a query parameter.
             given = request.query.get("token", "")
-        return hmac.compare_digest(given.encode(), self.config.token.encode())
+        try:
+            # Header bytes that are not UTF-8 arrive as surrogates: they cannot be the token.
+            given_bytes = given.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return hmac.compare_digest(given_bytes, self.config.token.encode("utf-8", "surrogateescape"))
 
     @_middleware
     async def _auth(self, request, handler):
@@ -272,27 +344,12 @@ class DashboardServer:
         data["summary"] = live.board.summary() if live else stored.get("summary")
         return web.json_response(data, dumps=_dumps)
 
-    def ingest_batch(self, body) -> int:
-        """Validate and fold one batch ``{run: {id, name, label}, events: [...], controller: {...}}``."""
-        if not isinstance(body, dict):
-            raise IngestError("the body must be a JSON object {run, events, controller}")
-        run = body.get("run") or {}
-        run_id = str(run.get("id") or "") if isinstance(run, dict) else ""
-        if not RUN_ID.match(run_id):
-            raise IngestError("run.id must be 1-64 characters of A-Z a-z 0-9 . _ - (got %r)" % run_id[:80])
-        events = body.get("events") or []
-        if not isinstance(events, list) or len(events) > MAX_EVENTS_PER_POST:
-            raise IngestError("events must be a list of at most %d events per request" % MAX_EVENTS_PER_POST)
-        cleaned = [clean_event(e) for e in events]
-        controller = body.get("controller")
-        if isinstance(controller, dict):
-            controller = {k: v for k, v in controller.items()
-                          if k in ("cpu_percent", "rss", "mem_total", "mem_percent", "threads", "pid")
-                          and (v is None or isinstance(v, (int, float)))}
-        else:
-            controller = None
-        return self.hub.ingest(run_id, cleaned, name=str(run.get("name") or "")[:200],
-                               label=str(run.get("label") or "")[:200], controller=controller)
+    def ingest_batch(self, data) -> int:
+        """Validate one batch (bytes of ``{run, events, controller}``) whole, check the run's room, then fold it."""
+        batch = parse_batch(data)
+        self.hub.check_room(batch.run_id, batch.events, batch.hosts())
+        return self.hub.ingest(batch.run_id, batch.events, name=batch.name, label=batch.label,
+                               controller=batch.controller)
 
     async def api_ingest(self, request):
         self.stats.ingest_requests += 1
@@ -305,9 +362,11 @@ class DashboardServer:
                                       % (self.config.ingest_rate, wait)}, status=429,
                                      headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         try:
-            body = await request.json()
-            count = self.ingest_batch(body)
-        except (ValueError, IngestError) as exc:
+            count = self.ingest_batch(await request.read())
+        except RunFullError as exc:
+            self.stats.ingest_rejected += 1
+            return web.json_response({"error": "run full: %s" % exc}, status=413)
+        except IngestError as exc:
             self.stats.ingest_rejected += 1
             return web.json_response({"error": "bad ingest request: %s" % exc}, status=400)
         return web.json_response({"accepted": count}, status=202)
@@ -346,8 +405,8 @@ class DashboardServer:
                     continue
                 self.stats.ws_messages += 1
                 try:
-                    kind = json.loads(msg.data).get("type")
-                except (ValueError, AttributeError):
+                    kind = loads(msg.data, max_depth=2).get("type")
+                except (IngestError, AttributeError):
                     continue
                 if kind == "snapshot":
                     await ws.send_str(_dumps(self._snapshot()))
@@ -414,6 +473,8 @@ class DashboardServer:
              self.stats.ws_refused),
             ("v2kvm_auth_failures_total", "counter", "Requests refused for a missing or wrong token.",
              self.stats.auth_failures),
+            ("v2kvm_host_refused_total", "counter", "Requests refused for a Host name not allowed (421).",
+             self.stats.host_refused),
         ]
         ctl = self.hub.controller()
         if ctl.get("cpu_percent") is not None:
@@ -443,8 +504,8 @@ class DashboardServer:
             if not line:
                 break
             try:
-                self.ingest_batch(json.loads(line))
-            except (ValueError, IngestError) as exc:
+                self.ingest_batch(line)
+            except IngestError as exc:
                 print("web dashboard: dropped a bad batch from the run: %s" % exc, file=sys.stderr, flush=True)
             except Exception:  # a bug must not stop the feed: log it and read on
                 traceback.print_exc()
@@ -524,6 +585,12 @@ def parse_args(argv=None) -> Config:
     parser.add_argument("--tls-key", default="", help="PEM private key for --tls-cert")
     parser.add_argument("--ingest-rate", type=float, default=20.0, help="ingest requests/s per client address")
     parser.add_argument("--restore-runs", type=int, default=20, help="newest runs of the history shown at start")
+    parser.add_argument("--allow-host", action="append", metavar="NAME",
+                        default=[n for n in os.environ.get("V2KVM_WEB_ALLOW_HOSTS", "").split(",") if n.strip()],
+                        help="extra name this server answers for in the Host header (besides its address and "
+                             "localhost; others get 421); repeatable, or V2KVM_WEB_ALLOW_HOSTS=a,b")
+    parser.add_argument("--max-run-events", type=int, default=MAX_RUN_EVENTS,
+                        help="events one run may hold (memory and history); a batch past it gets 413")
     parser.add_argument("--stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--linger", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", default="", help=argparse.SUPPRESS)
@@ -545,7 +612,8 @@ def parse_args(argv=None) -> Config:
                     keep_runs=args.keep_runs, tls_cert=args.tls_cert, tls_key=args.tls_key,
                     ingest=not args.stdin, ingest_rate=args.ingest_rate, stdin=args.stdin, linger=args.linger,
                     ready_file=args.ready_file, sample_pid=args.sample_pid,
-                    restore_runs=args.restore_runs)
+                    restore_runs=args.restore_runs, allow_hosts=[n.strip() for n in args.allow_host],
+                    max_run_events=args.max_run_events)
     config.validate()
     if generated:
         print("v2kvm web dashboard: no token given, generated one for this process: %s" % token, file=sys.stderr)

@@ -48,6 +48,63 @@
     return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + ":" + pad2(d.getSeconds());
   }
   function now() { return Date.now() / 1000; }
+
+  // -- untrusted values ------------------------------------------------------------------------
+  // The server checks what runs send, but the page trusts nothing either (an older server, a bug):
+  // a value of the wrong type is dropped and named in the #data-alert banner, and each job, message
+  // and panel is drawn on its own, so one bad value costs that value, never the rest of the page.
+
+  var badValues = 0;
+  function reportBad(where, what) {
+    badValues++;
+    var box = $("data-alert");
+    box.textContent = "Ignored " + badValues + " bad value" + (badValues > 1 ? "s" : "") + " from the server (last: " +
+      String(where).slice(0, 120) + ": " + String(what).slice(0, 200) + "); the rest of the page stays live.";
+    box.hidden = false;
+  }
+  function guard(where, fn) {
+    try { fn(); } catch (e) { reportBad(where, e && e.message ? e.message : e); }
+  }
+  function finite(v) { return typeof v === "number" && isFinite(v); }
+
+  var JOB_TEXT = ["run", "host", "name", "status", "stage", "task", "source", "target", "error"];
+  var JOB_NUMBERS = ["pct", "done", "total", "rate", "eta", "started", "finished"];
+  // A job with only fields of the types the table reads (texts, finite numbers or null).
+  function cleanJob(j) {
+    if (!j || typeof j !== "object" || typeof j.id !== "string" || !j.id) { throw new Error("a job without an id"); }
+    var out = { id: j.id, gone: j.gone === true }, bad = [];
+    JOB_TEXT.forEach(function (k) {
+      var v = j[k];
+      out[k] = typeof v === "string" ? v : "";
+      if (v !== null && v !== undefined && typeof v !== "string") { bad.push(k); }
+    });
+    JOB_NUMBERS.forEach(function (k) {
+      var v = j[k];
+      out[k] = finite(v) ? v : null;
+      if (v !== null && v !== undefined && !finite(v)) { bad.push(k); }
+    });
+    if (bad.length) { reportBad("job " + out.id, "field " + bad.join(", ") + " has the wrong type"); }
+    return out;
+  }
+  // An object of numbers (metrics, controller, a chart point), but for the text keys named: a value of
+  // another type becomes null.
+  function cleanNumbers(obj, where, textKeys) {
+    var out = {}, bad = [];
+    if (!obj || typeof obj !== "object") { reportBad(where, "not an object"); return out; }
+    Object.keys(obj).forEach(function (k) {
+      var v = obj[k];
+      if (textKeys && textKeys.indexOf(k) >= 0) { out[k] = typeof v === "string" ? v : ""; return; }
+      out[k] = finite(v) ? v : null;
+      if (v !== null && v !== undefined && !finite(v)) { bad.push(k); }
+    });
+    if (bad.length) { reportBad(where, "field " + bad.join(", ") + " is not a number"); }
+    return out;
+  }
+  function eachJob(list, fn) {
+    if (list === undefined || list === null) { return; }
+    if (!Array.isArray(list)) { reportBad("message", "jobs is not a list"); return; }
+    list.forEach(function (j) { guard("job", function () { var c = cleanJob(j); state.jobs.set(c.id, c); fn(c); }); });
+  }
   function duration(job) {
     if (!job.started) { return null; }
     return (job.finished || now()) - job.started;
@@ -70,11 +127,7 @@
     setConn("connecting", "connecting…");
     try { ws = new WebSocket(url); } catch (e) { scheduleReconnect(); return; }
     ws.onopen = function () { backoff = 1; refused = false; setConn("live", "live"); };
-    ws.onmessage = function (ev) {
-      var t0 = performance.now();
-      state.lastMessage = now();
-      onMessage(JSON.parse(ev.data), t0);
-    };
+    ws.onmessage = function (ev) { onRaw(ev.data); };
     ws.onclose = function (ev) {
       ws = null;
       if (ev.code === 4429) { refused = true; }
@@ -108,30 +161,40 @@
     if (ws && ws.readyState === 1 && state.lastMessage && now() - state.lastMessage > 3 * state.interval + 10) {
       ws.close();
     }
-    updateDurations();
-    renderHealth();
+    guard("table", updateDurations);
+    guard("health", renderHealth);
   }, 1000);
 
   // -- messages --------------------------------------------------------------------------------
 
+  function onRaw(text) {
+    var t0 = performance.now(), msg;
+    state.lastMessage = now();
+    try { msg = JSON.parse(text); } catch (e) { reportBad("message", "not JSON (" + e.message + ")"); return; }
+    guard("message", function () { onMessage(msg, t0); });
+  }
+
   // t0: when the socket handed the message over (so the parse counts), else now.
   function onMessage(msg, t0) {
     if (t0 === undefined) { t0 = performance.now(); }
+    if (!msg || typeof msg !== "object") { reportBad("message", "not an object"); return; }
     state.messages++;
     if (msg.type === "refused") {
       refused = true;
-      setConn("refused", "refused: " + msg.reason);
+      setConn("refused", "refused: " + String(msg.reason));
       return;
     }
     if (msg.type === "snapshot") {
       stats.snapshots++;
       state.jobs = new Map();
-      (msg.jobs || []).forEach(function (j) { state.jobs.set(j.id, j); });
-      state.series = (msg.series || []).slice(-MAX_POINTS);
+      eachJob(msg.jobs, function () {});
+      state.series = (Array.isArray(msg.series) ? msg.series : []).slice(-MAX_POINTS).map(function (p) {
+        return cleanNumbers(p, "chart point");
+      });
       state.seriesReset = true;
       state.hostsDirty = true;
-      state.alerts = msg.alerts || [];
-      state.seq = msg.seq;
+      state.alerts = Array.isArray(msg.alerts) ? msg.alerts.filter(okAlert) : [];
+      state.seq = finite(msg.seq) ? msg.seq : 0;
       state.tableDirty = true;
     } else if (msg.type === "delta") {
       if (state.seq && msg.seq !== state.seq + 1) {
@@ -139,28 +202,35 @@
         if (ws && ws.readyState === 1) { ws.send(JSON.stringify({ type: "snapshot" })); }
       }
       stats.deltas++;
-      state.seq = msg.seq;
-      (msg.jobs || []).forEach(function (j) { state.jobs.set(j.id, j); });
-      if (msg.jobs && msg.jobs.length) { state.tableDirty = true; state.hostsDirty = true; }
+      state.seq = finite(msg.seq) ? msg.seq : 0;
+      var changed = [];
+      eachJob(msg.jobs, function (j) { changed.push(j.id); });
+      if (changed.length) { state.tableDirty = true; state.hostsDirty = true; }
       if (msg.point) {
-        state.series.push(msg.point);
+        state.series.push(cleanNumbers(msg.point, "chart point"));
         state.newPoints++;
         if (state.series.length > MAX_POINTS) { state.series.shift(); }
       }
-      (msg.alerts || []).forEach(function (a) { state.alerts.push(a); });
+      (Array.isArray(msg.alerts) ? msg.alerts : []).filter(okAlert).forEach(function (a) { state.alerts.push(a); });
       if (state.alerts.length > 100) { state.alerts = state.alerts.slice(-100); }
-      if (state.selected && (msg.jobs || []).some(function (j) { return j.id === state.selected; })) {
+      if (state.selected && changed.indexOf(state.selected) >= 0) {
         loadDetail(state.selected, true);
       }
     } else {
       return;
     }
-    state.metrics = msg.metrics || state.metrics;
-    state.controller = msg.controller || state.controller;
-    state.health = msg.health || state.health;
-    if (state.health.interval) { state.interval = state.health.interval; }
+    if (msg.metrics) { state.metrics = cleanNumbers(msg.metrics, "metrics"); }
+    if (msg.controller) { state.controller = cleanNumbers(msg.controller, "controller", ["run"]); }
+    if (msg.health && typeof msg.health === "object") { state.health = msg.health; }
+    if (finite(state.health.interval) && state.health.interval > 0) { state.interval = state.health.interval; }
     stats.lastApplyMs = performance.now() - t0;
     scheduleRender();
+  }
+
+  function okAlert(a) {
+    if (a && typeof a === "object" && finite(a.id)) { return true; }
+    reportBad("alert", "not an alert object");
+    return false;
   }
 
   var renderPending = false;
@@ -173,12 +243,12 @@
   // One frame: DOM reads first (measureTable), then writes only where a value changed.
   function render() {
     var t0 = performance.now();
-    measureTable();
-    renderCards();
-    renderAlerts();
-    renderTable();
-    renderCharts();
-    renderHealth();
+    guard("table", measureTable);
+    guard("cards", renderCards);
+    guard("alerts", renderAlerts);
+    guard("table", renderTable);
+    guard("charts", renderCharts);
+    guard("health", renderHealth);
     stats.lastRenderMs = performance.now() - t0;
   }
 
@@ -336,6 +406,10 @@
     put(slot, "started", clock(j.started), function (v) { c.started.textContent = v; });
   }
 
+  function fillRow(slot, j) {
+    try { fillSlot(slot, j); } catch (e) { reportBad("job " + (j && j.id), e && e.message ? e.message : e); }
+  }
+
   function sortedIds() {
     var key = state.sortKey, dir = state.sortDir, get = SORTERS[key];
     var list = [];
@@ -361,7 +435,7 @@
     var first = Math.max(0, Math.min(Math.floor(view.scrollTop / rowH), ids.length - perScreen) - ROW_OVERSCAN);
     var count = Math.max(0, Math.min(ids.length - first, perScreen + 2 * ROW_OVERSCAN));
     while (view.slots.length < count) { view.slots.push(makeSlot()); }
-    for (var i = 0; i < count; i++) { fillSlot(view.slots[i], state.jobs.get(ids[first + i])); }
+    for (var i = 0; i < count; i++) { fillRow(view.slots[i], state.jobs.get(ids[first + i])); }
     var body = $("jobs-body");
     while (view.mounted < count) { body.appendChild(view.slots[view.mounted++].tr); }
     while (view.mounted > count) {
@@ -437,7 +511,9 @@
     }
     fetch("/api/jobs/" + encodeURIComponent(id), { headers: token ? { Authorization: "Bearer " + token } : {} })
       .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (d) { if (d && state.selected === id) { renderDetail(d); } });
+      .then(function (d) {
+        if (d && state.selected === id) { guard("job detail", function () { renderDetail(d); }); }
+      }, function (e) { reportBad("job detail", e && e.message ? e.message : e); });
   }
 
   function renderDetail(d) {
@@ -606,7 +682,7 @@
 
   // Hooks for the browser tests and the benchmark (read-only views and the message entry point).
   window.v2kvmDashboard = {
-    state: state, stats: stats, onMessage: onMessage, render: render,
+    state: state, stats: stats, onMessage: onMessage, onRaw: onRaw, render: render,
     chartPoints: function () {
       if (!charts) { return null; }
       return { timeline: charts.timeline.data.labels.length, status: charts.status.data.datasets[0].data.slice(),
