@@ -10,6 +10,7 @@ image_source() for disks that lie inside an OVA.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -36,6 +37,12 @@ class QemuImgError(Exception):
         self.stderr = stderr
         self.returncode = returncode
         self.cmd = cmd
+
+    @property
+    def no_space(self) -> bool:
+        """Whether qemu-img failed because a file system (or a quota) was full: its strerror in stderr."""
+        text = self.stderr or ""
+        return any(words in text for words in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)))
 
 
 def describe_source(source: str) -> str:

@@ -8,6 +8,7 @@ with the secrets of the connection, because pyVmomi and the socket layer may ech
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import time
@@ -131,16 +132,46 @@ def fault_text(exc, conn=None) -> str:
     return scrub("%s: %s" % (name, msg) if msg and name not in msg else msg or name, secrets)
 
 
+# Waits between the attempts of a read-only call whose connection broke (seconds, then give up).
+READ_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+def _broken(conn, what, exc, attempts):
+    tried = " (%d attempts)" % attempts if attempts > 1 else ""
+    return VsphereError("the connection to vCenter %s broke while trying to %s%s: %s" % (
+        conn.host, what, tried, scrub(type(exc).__name__, conn.secrets)),
+        "check the network between this host and vCenter (proxy, firewall or load-balancer time-outs) and run "
+        "again: a download resumes from the bytes already received")
+
+
 def call(conn, what, func, *args, **kwargs):
-    """Run one API call; a fault or time-out becomes a VsphereError naming ``what``."""
-    try:
-        return func(*args, **kwargs)
-    except (socket.timeout, TimeoutError):
-        raise VsphereError("vCenter %s did not answer %s within %s s" % (conn.host, what, conn.timeout),
-                           "raise the timeout option or retry when vCenter is less busy") from None
-    except vmodl.MethodFault as exc:
-        raise VsphereError("vCenter refused to %s: %s" % (what, fault_text(exc, conn)),
-                           "see the vCenter task list and the permissions of the account") from None
+    """Run one API call; a fault, a time-out or a broken connection becomes a VsphereError naming ``what``."""
+    return _call(conn, what, func, args, kwargs, ())
+
+
+def read_call(conn, what, func, *args, **kwargs):
+    """``call`` for a call that only reads: when the connection breaks (a reset, a TLS EOF, a server that
+    hung up), it is tried again on a new connection after READ_RETRY_DELAYS, then reported like ``call``."""
+    return _call(conn, what, func, args, kwargs, READ_RETRY_DELAYS)
+
+
+def _call(conn, what, func, args, kwargs, delays):
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return func(*args, **kwargs)
+        except (socket.timeout, TimeoutError):
+            raise VsphereError("vCenter %s did not answer %s within %s s" % (conn.host, what, conn.timeout),
+                               "raise the timeout option or retry when vCenter is less busy") from None
+        except vmodl.MethodFault as exc:
+            raise VsphereError("vCenter refused to %s: %s" % (what, fault_text(exc, conn)),
+                               "see the vCenter task list and the permissions of the account") from None
+        except (OSError, http.client.HTTPException) as exc:
+            # pyVmomi drops its pooled connections on these, so the next attempt opens a new one.
+            if attempt > len(delays):
+                raise _broken(conn, what, exc, attempt) from None
+            time.sleep(delays[attempt - 1])
 
 
 def _task_props(conn, task):
@@ -157,7 +188,7 @@ def wait_task(conn, task, what, timeout=600):
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
-        props = call(conn, "report the state of the task to " + what, _task_props, conn, task)
+        props = read_call(conn, "report the state of the task to " + what, _task_props, conn, task)
         state = props.get("info.state")
         if state == "success":
             return task

@@ -9,6 +9,7 @@ Every function returns disk entries of the VM spec pointing at local files, whic
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -24,6 +25,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import al
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import (
     VsphereError,
     call,
+    read_call,
     vim,
     wait_task,
 )
@@ -34,6 +36,10 @@ SNAPSHOT_NAME = "v2kvm-sync"
 # for every VMDK vSphere writes) and compares the last RESUME_PROBE bytes kept with the new lease's.
 RESUME_HEAD = 64 * 1024
 RESUME_PROBE = 1024 * 1024
+# A download whose connection breaks is resumed with Range this many times in all, waiting TRANSFER_BACKOFF
+# seconds before the second attempt and twice as long before each next one.
+TRANSFER_ATTEMPTS = 5
+TRANSFER_BACKOFF = 1.0
 
 
 class Progress:
@@ -65,7 +71,7 @@ class Progress:
 
 
 def power_state(conn, vm):
-    return str(call(conn, "read the power state", lambda: vm.runtime.powerState))
+    return str(read_call(conn, "read the power state", lambda: vm.runtime.powerState))
 
 
 class PowerGuard:
@@ -209,13 +215,22 @@ def _fsync_dir(path):
 
 
 def write_json_atomic(path, value):
+    """Write ``value`` to ``path`` through a flushed temporary; a full disk (or any write error) becomes a
+    VsphereError naming the file and the fix, and leaves no temporary behind."""
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path) or ".")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise VsphereError("cannot write the state file %s: %s" % (path, exc.strerror or exc),
+                           "free space on the file system holding %s (or fix its permissions), then run again"
+                           % (os.path.dirname(path) or ".")) from None
 
 
 def read_json(path):
@@ -263,11 +278,11 @@ def _match_device_url(disks, device_url, index):
 def _wait_lease_ready(conn, lease, timeout):
     deadline = time.monotonic() + timeout
     while True:
-        state = call(conn, "read the export lease state", lambda: lease.state)
+        state = read_call(conn, "read the export lease state", lambda: lease.state)
         if state == "ready":
             return
         if state == "error":
-            error = call(conn, "read the export lease error", lambda: lease.error)
+            error = read_call(conn, "read the export lease error", lambda: lease.error)
             raise VsphereError("vCenter could not prepare the export: %s" % getattr(error, "msg", error),
                                "see the export task in vCenter; check the VM's disks are accessible")
         if time.monotonic() > deadline:
@@ -323,7 +338,7 @@ def _adopt_earlier_part(session, url, part, *, label, timeout):
     return len(head) + len(remote)
 
 
-def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=None, retries=3):
+def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=None, retries=TRANSFER_ATTEMPTS):
     """Download every disk through an ExportVm lease; returns (disks, bytes fetched now, manifest checks).
 
     A disk left partly downloaded by an earlier run (``<dest>/<name>-<disk>.vmdk.part``, described by the
@@ -334,7 +349,7 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
     session = transfer.new_session(conn)
     try:
         _wait_lease_ready(conn, lease, timeout)
-        info = call(conn, "read the export lease", lambda: lease.info)
+        info = read_call(conn, "read the export lease", lambda: lease.info)
         jobs = []
         for index, device_url in enumerate(u for u in info.deviceUrl if u.disk):
             disk = _match_device_url(spec["disks"], device_url, index)
@@ -376,17 +391,12 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
             if not earlier and os.path.exists(part):
                 os.unlink(part)
             write_json_atomic(about, identity)
-            for attempt in range(1, retries + 1):
-                try:
-                    sha1, size, now = transfer.download(
-                        session, url, target, label=label, expected_size=device_url.fileSize or None,
-                        on_bytes=progress.add, timeout=timeout, cancel=cancel)
-                    os.unlink(about)
-                    return sha1, size, fetched + now, earlier
-                except transfer.TransferBroken:
-                    if attempt == retries:
-                        raise
-                    time.sleep(min(5, attempt))
+            # A broken connection is opened again and the download resumed with Range, within this lease.
+            sha1, size, now = transfer.download(
+                session, url, target, label=label, expected_size=device_url.fileSize or None,
+                on_bytes=progress.add, timeout=timeout, cancel=cancel, retries=retries, backoff=TRANSFER_BACKOFF)
+            os.unlink(about)
+            return sha1, size, fetched + now, earlier
 
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = [pool.submit(fetch, job) for job in jobs]
@@ -396,8 +406,8 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
                 cancel.set()
                 raise
         progress.set_stage("verify")
-        manifest = {entry.key: entry for entry in (call(conn, "read the export manifest",
-                                                        lease.HttpNfcLeaseGetManifest) or [])}
+        manifest = {entry.key: entry for entry in (read_call(conn, "read the export manifest",
+                                                             lease.HttpNfcLeaseGetManifest) or [])}
 
         def matches(entry, sha1, size):
             return entry.sha1.lower() == sha1 and (not entry.size or entry.size == size)
@@ -441,8 +451,9 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
 # --------------------------------------------------------------------------- datastore download
 
 
-def export_datastore(conn, spec, dest, *, parallel, timeout, writer=None, disk_paths=None):
-    """Download each disk's -flat.vmdk through the datastore /folder URL (raw results)."""
+def export_datastore(conn, spec, dest, *, parallel, timeout, writer=None, disk_paths=None, retries=TRANSFER_ATTEMPTS):
+    """Download each disk's -flat.vmdk through the datastore /folder URL (raw results); a broken connection is
+    opened again and the download resumed with Range (``retries`` attempts in all)."""
     disks = spec["disks"]
     progress = Progress(writer, "export", sum(d["capacity_bytes"] for d in disks))
     session = transfer.new_session(conn)
@@ -458,7 +469,8 @@ def export_datastore(conn, spec, dest, *, parallel, timeout, writer=None, disk_p
         sha1, size, now = transfer.download(session, datastore_url(conn, spec["source"]["datacenter"], source),
                                             target, label="disk %s of %s" % (disk["id"], spec["name"]),
                                             expected_size=disk["capacity_bytes"], on_bytes=progress.add,
-                                            timeout=timeout, cancel=cancel)
+                                            timeout=timeout, cancel=cancel, retries=retries,
+                                            backoff=TRANSFER_BACKOFF)
         return _local_disk(disk, target, "raw", None, size), now
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
@@ -478,7 +490,7 @@ def create_snapshot(conn, vm, name=SNAPSHOT_NAME):
     task = call(conn, "snapshot %s" % vm.name, vm.CreateSnapshot_Task, name=name,
                 description="v2kvm.migrate sync point; removed after the copy", memory=False, quiesce=False)
     wait_task(conn, task, "snapshot " + vm.name)
-    return call(conn, "read the new snapshot", lambda: task.info.result)
+    return read_call(conn, "read the new snapshot", lambda: task.info.result)
 
 
 def remove_snapshot(conn, vm, snapshot):
@@ -488,7 +500,7 @@ def remove_snapshot(conn, vm, snapshot):
 
 def enable_cbt(conn, vm):
     """Turn on change tracking; vSphere applies it at the next stun, which the sync snapshot causes."""
-    if call(conn, "read the CBT setting", lambda: vm.config.changeTrackingEnabled):
+    if read_call(conn, "read the CBT setting", lambda: vm.config.changeTrackingEnabled):
         return False
     wait_task(conn, call(conn, "enable change tracking on %s" % vm.name, vm.ReconfigVM_Task,
                          spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT on " + vm.name)
@@ -499,8 +511,8 @@ def changed_areas(conn, vm, snapshot, device_key, change_id, capacity):
     """All (start, length) QueryChangedDiskAreas reports since ``change_id`` ('*' = every allocated area)."""
     areas, offset = [], 0
     while offset < capacity:
-        info = call(conn, "query changed disk areas", vm.QueryChangedDiskAreas, snapshot=snapshot,
-                    deviceKey=device_key, startOffset=offset, changeId=change_id)
+        info = read_call(conn, "query changed disk areas", vm.QueryChangedDiskAreas, snapshot=snapshot,
+                         deviceKey=device_key, startOffset=offset, changeId=change_id)
         areas.extend((area.start, area.length) for area in (info.changedArea or []))
         if not info.length:
             break
@@ -528,7 +540,8 @@ def warm_sync(conn, vm, spec, dest, *, timeout, writer=None, guard=None):
     snapshot = create_snapshot(conn, vm)
     session = transfer.new_session(conn)
     try:
-        snap_disks = {d.key: d for d in call(conn, "read the snapshot disks", lambda: snapshot.config.hardware.device)
+        snap_disks = {d.key: d for d in read_call(conn, "read the snapshot disks",
+                                                  lambda: snapshot.config.hardware.device)
                       if isinstance(d, vim.vm.device.VirtualDisk)}
         plan = []
         for disk in spec["disks"]:

@@ -5,7 +5,10 @@
 A download goes to ``DEST.part``; a later run continues where it stopped (the server must answer
 206 with the matching Content-Range, else it starts over) and the sha1 of the whole file is
 computed on the way (the kept prefix is hashed first), so a lease manifest can be checked without
-reading the file twice. Only a complete file, flushed to disk, is renamed to DEST.
+reading the file twice. Only a complete file, flushed to disk, is renamed to DEST. A connection that
+breaks or stalls is opened again and the download resumed from the bytes kept (``retries``, with a
+growing wait in between); a full file system is not retried: its error names the file system, the
+bytes still to come, and that the ``.part`` is kept so the next run resumes from it.
 
 The receive loop is the hot path of an export. It uses ``http.client`` (as pyVmomi does, with the
 same TLS trust store) because its ``readinto`` fills preallocated buffers: no allocation and no copy
@@ -28,8 +31,10 @@ import re
 import socket
 import ssl
 import threading
+import time
 from urllib.parse import urlsplit
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes, human
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import VsphereError
 
 CHUNK = 4 * 1024 * 1024
@@ -368,9 +373,66 @@ def _receive_part(resp, part, have, sha1, on_bytes, cancel, label):
     return fetched
 
 
-def download(session, url, dest, *, label, expected_size=None, on_bytes=None, timeout=60, cancel=None):
-    """Download ``url`` to ``dest`` resuming ``dest.part``; returns (sha1 hex, size, bytes fetched now)."""
+def _size_or_zero(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def _write_failed(exc, part, label, expected_size):
+    """The VsphereError for a local write that failed: for a full file system, which one, how much is still to
+    come and that the .part stays for the next run to resume."""
+    kept = _size_or_zero(part)
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return VsphereError("writing %s failed: %s" % (part, exc.strerror or exc),
+                            "free space in (or fix the permissions of) the dest directory, then run again: "
+                            "it resumes from the bytes already written")
+    directory = os.path.dirname(os.path.abspath(part))
+    free = free_bytes(directory)
+    left = max(0, expected_size - kept) if expected_size is not None else None
+    still = (", %s (%d bytes) still to come" % (human(left), left)) if left is not None else ""
+    more = ("at least %s more (or choose a dest on a file system with room)" % human(left - free)
+            if left is not None and left > free else "room for the rest of the disk")
+    return VsphereError(
+        "the file system holding %s ran out of space (%s) while %s was downloaded: %s (%d bytes) are written%s, "
+        "and %s (%d bytes) are free now" % (directory, exc.strerror or os.strerror(exc.errno), label, human(kept),
+                                            kept, still, human(free), free),
+        "free space on the file system holding %s: %s, then run again; the partial download %s is kept on "
+        "purpose so the next run resumes from its %d bytes (delete it to start over)" % (
+            directory, more, os.path.basename(part), kept))
+
+
+def download(session, url, dest, *, label, expected_size=None, on_bytes=None, timeout=60, cancel=None,
+             retries=1, backoff=1.0):
+    """Download ``url`` to ``dest`` resuming ``dest.part``; returns (sha1 hex, size, bytes fetched now).
+
+    A broken or stalled transfer (TransferBroken) is tried again, ``retries`` attempts in all, each one
+    resuming with Range from the bytes kept, after ``backoff``, 2 x ``backoff``, ... seconds (at most 30)."""
     part = dest + ".part"
+    fetched, attempt = 0, 0
+    while True:
+        attempt += 1
+        before = _size_or_zero(part)
+        try:
+            sha1, size, now = _download_once(session, url, dest, part, label=label, expected_size=expected_size,
+                                             on_bytes=on_bytes, timeout=timeout, cancel=cancel)
+            return sha1, size, fetched + now
+        except TransferBroken as exc:
+            fetched += max(0, _size_or_zero(part) - before)
+            if attempt >= retries or (cancel is not None and cancel.is_set()):
+                if attempt == 1:
+                    raise
+                raise TransferBroken("%s (%d attempts)" % (exc.problem, attempt), exc.fix) from None
+        delay = min(30.0, backoff * 2 ** (attempt - 1))
+        if cancel is not None:
+            if cancel.wait(delay):
+                raise Cancelled("cancelled")
+        else:
+            time.sleep(delay)
+
+
+def _download_once(session, url, dest, part, *, label, expected_size, on_bytes, timeout, cancel):
     sha1 = hashlib.sha1()  # noqa: S324 - the NFC lease manifest is sha1; this checks it, not a security hash
     have = os.path.getsize(part) if os.path.exists(part) else 0
     if expected_size is not None and have > expected_size:
@@ -400,10 +462,12 @@ def download(session, url, dest, *, label, expected_size=None, on_bytes=None, ti
                         _check_status(resp, label)
                     fetched = _receive_part(resp, part, have, sha1, on_bytes, cancel, label)
     except _LocalWriteFailed as exc:
-        raise VsphereError("writing %s failed: %s" % (part, exc.args[0].strerror or exc.args[0]),
-                           "free space in (or fix the permissions of) the dest directory, then run again: "
-                           "it resumes from the bytes already written") from None
+        raise _write_failed(exc.args[0], part, label, expected_size) from None
     size = os.path.getsize(part)
+    if expected_size is not None and size < expected_size:
+        # An answer without Content-Length that ended early (a connection closed mid-body): resumable.
+        raise TransferBroken("the download of %s ended after %d of %d bytes" % (label, size, expected_size),
+                             "run again: it resumes from the bytes already received")
     if expected_size is not None and size != expected_size:
         raise VsphereError("%s has %d bytes, the server announced %d" % (label, size, expected_size),
                            "run again to resume; if it persists remove %s" % part)

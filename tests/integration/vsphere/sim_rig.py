@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -82,7 +83,12 @@ class Simulator:
 class ThrottledProxy:
     """A TCP relay in front of the simulator that passes at most ``rate`` bytes/s towards the client
     (all connections together): a slow network, so a download can be caught and killed midway. TLS
-    goes through untouched. ``port`` is where to connect; ``close()`` stops it."""
+    goes through untouched. ``port`` is where to connect; ``close()`` stops it.
+
+    ``drop()`` cuts every connection open at that moment, as a network failure or a restarted server does
+    (new connections are served as before); ``to_client`` counts the bytes relayed towards the client and
+    ``accepted`` the connections made, so a test can tell a resumed download from one started over.
+    ``rate`` may be changed at any time (e.g. lifted after a drop)."""
 
     def __init__(self, target_host, target_port, rate):
         self.target = (target_host, target_port)
@@ -93,6 +99,9 @@ class ThrottledProxy:
         self.host, self.port = self._listener.getsockname()[:2]
         self._closed = threading.Event()
         self._sockets = []
+        self._lock = threading.Lock()
+        self.to_client = 0
+        self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -102,9 +111,24 @@ class ThrottledProxy:
             except OSError:
                 return
             server = socket.create_connection(self.target)
-            self._sockets += [client, server]
+            with self._lock:
+                self._sockets += [client, server]
+                self.accepted += 1
             threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def drop(self):
+        """Cut every open connection (TCP reset towards both sides); returns how many were cut."""
+        with self._lock:
+            live, self._sockets = self._sockets, []
+        for sock in live:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the relay thread blocked in recv
+            except OSError:
+                pass
+            sock.close()
+        return len(live) // 2
 
     def _wait_for(self, count):
         with self._budget_lock:
@@ -123,6 +147,9 @@ class ThrottledProxy:
                 if throttled:
                     self._wait_for(len(data))
                 sink.sendall(data)
+                if throttled:
+                    with self._lock:
+                        self.to_client += len(data)
         except OSError:
             pass
         finally:
@@ -135,7 +162,9 @@ class ThrottledProxy:
     def close(self):
         self._closed.set()
         self._listener.close()
-        for sock in self._sockets:
+        with self._lock:
+            live, self._sockets = self._sockets, []
+        for sock in live:
             sock.close()
 
 
