@@ -19,6 +19,7 @@ import string
 import xml.etree.ElementTree as ET
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as metadata_xml
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import untrusted, untrusted_lines
 
 DISK_BUSES = ("virtio", "sata", "scsi", "ide")
 DOMAIN_TYPES = ("kvm", "qemu")
@@ -161,7 +162,9 @@ def plan_from_spec(spec, *, name, disks, network_map=None, default_network=None,
         "secure_boot": secure_boot,
         # Windows keeps its RTC in local time; everything else expects UTC.
         "clock": "localtime" if guest_os.get("family") == "windows" else "utc",
-        "description": spec.get("annotation") or "",
+        # libvirt keeps <title> to one line; both are shown by virsh and virt-manager.
+        "title": untrusted(spec["original_name"]) if spec.get("original_name") else "",
+        "description": untrusted_lines(spec.get("annotation") or ""),
         "disks": plan_disks,
         "nics": plan_nics,
         "serial_log": serial_log or default_serial_log(name),
@@ -221,6 +224,8 @@ def build_domain_tree(plan, *, uuid=None, metadata=None, fallback_macs=None):
     _sub(root, "name", text=plan["name"])
     if uuid:
         _sub(root, "uuid", text=uuid)
+    if plan.get("title"):
+        _sub(root, "title", text=plan["title"])
     if plan["description"]:
         _sub(root, "description", text=plan["description"])
     if metadata is not None:

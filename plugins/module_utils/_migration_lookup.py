@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import domain_name_for
 
 # libvirt's VIR_DOMAIN_XML_INACTIVE, so this file needs no libvirt import of its own.
 VIR_DOMAIN_XML_INACTIVE = 2
@@ -101,6 +102,7 @@ def _from_source(record, real_source_path):
 
 def describe(conn, source_path=None, name=None):
     """Is there a finished migration of this source on the host behind ``conn``, and if not, why not."""
+    name = domain_name_for(name)
     found = records(conn, name)
     if source_path:
         real = os.path.realpath(source_path)
@@ -117,6 +119,7 @@ def verdict_from_listing(listing, source_path=None, name=None):
     recorded with that real path, and their ``source_stat`` is the stat of ``source_path``. Only a
     complete migration is answered: anything else is asked of the host again, so a listing that is
     a moment old can at worst send a VM down the exact path."""
+    name = domain_name_for(name)
     found = [record for record in listing if not name or record["name"] == name]
     if source_path:
         if not any(_from_source(record, source_path) for record in found):

@@ -22,9 +22,13 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors impor
     NotAnArchiveError,
     UnsafeArchiveError,
 )
+from ansible_collections.v2kvm.migrate.plugins.module_utils._source_references import read_head
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import listing
 
 DIGEST_CHUNK = 4 * 1024 * 1024
-SUPPORTED_DIGESTS = {"SHA1": ("sha1", 40), "SHA256": ("sha256", 64)}
+# Every digest OVF 2.0 (DSP0243) allows in a manifest.
+SUPPORTED_DIGESTS = {"SHA1": ("sha1", 40), "SHA256": ("sha256", 64), "SHA384": ("sha384", 96),
+                     "SHA512": ("sha512", 128)}
 
 _COMPRESSED_MAGIC = (
     (b"\x1f\x8b", "gzip"),
@@ -42,13 +46,6 @@ class OvaMember:
     name: str
     offset: int
     size: int
-
-
-def read_head(path: str, offset: int = 0, length: int = 512) -> bytes:
-    """The first ``length`` bytes of a file, or of a member at ``offset`` inside one."""
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(length)
 
 
 def _compression_of(head: bytes) -> str | None:
@@ -167,13 +164,13 @@ def find_descriptor(ova: str, members: list[OvaMember]) -> tuple[OvaMember, list
     descriptors = [member for member in members if member.name.lower().endswith(".ovf")]
     if not descriptors:
         raise NotAnArchiveError(
-            "OVA %s contains no .ovf descriptor (members: %s)" % (ova, ", ".join(m.name for m in members[:10])),
+            "OVA %s contains no .ovf descriptor (members: %s)" % (ova, listing(m.name for m in members)),
             "export the VM again as OVA, or point `path` at a .vmdk and give vcpus/memory_mib/firmware",
         )
     if len(descriptors) > 1:
         raise UnsafeArchiveError(
             "OVA %s contains several .ovf descriptors (%s); which VM is meant is ambiguous"
-            % (ova, ", ".join(m.name for m in descriptors)),
+            % (ova, listing(m.name for m in descriptors)),
             "export one VM per OVA, or unpack it and point `path` at the wanted .ovf",
         )
     warnings = []
@@ -190,7 +187,7 @@ def find_manifest(ova: str, members: list[OvaMember]) -> OvaMember | None:
     manifests = [member for member in members if member.name.lower().endswith(".mf")]
     if len(manifests) > 1:
         raise ManifestError(
-            "OVA %s contains several .mf manifests (%s)" % (ova, ", ".join(m.name for m in manifests)),
+            "OVA %s contains several .mf manifests (%s)" % (ova, listing(m.name for m in manifests)),
             "rebuild the OVA with exactly one manifest",
         )
     return manifests[0] if manifests else None
@@ -251,8 +248,10 @@ def parse_manifest(text: str, where: str) -> tuple[str, dict[str, str]]:
         algo = match.group("algo").upper()
         if algo not in SUPPORTED_DIGESTS:
             raise ManifestError(
-                "manifest %s line %d uses digest %s; only SHA1 and SHA256 are supported" % (where, number, algo),
-                "re-export with `ovftool --shaAlgorithm=SHA256`, or set verify_manifest=false to skip the manifest",
+                "manifest %s line %d uses digest %s; only SHA1, SHA256, SHA384 and SHA512 are supported"
+                % (where, number, algo),
+                "re-export with `ovftool --shaAlgorithm=SHA256`, or set verify_manifest=false "
+                "(role variable migrate_vm_verify_manifest) to skip the manifest",
             )
         hashlib_name, length = SUPPORTED_DIGESTS[algo]
         digest = match.group("digest").lower()
@@ -295,13 +294,13 @@ def verify_manifest(
     unlisted = sorted(name for name in files if name not in entries)
     if unlisted:
         raise ManifestError(
-            "manifest %s does not list %s, so it cannot be verified" % (where, ", ".join(unlisted)),
+            "manifest %s does not list %s, so it cannot be verified" % (where, listing(unlisted)),
             "regenerate the manifest over all files of the export, or set verify_manifest=false to skip verification",
         )
     missing = sorted(name for name in entries if name not in files)
     if missing:
         raise ManifestError(
-            "manifest %s lists %s, which the export does not contain" % (where, ", ".join(missing)),
+            "manifest %s lists %s, which the export does not contain" % (where, listing(missing)),
             "copy the missing file(s) next to the descriptor (or into the OVA), or regenerate the manifest",
         )
     verified = {}

@@ -19,6 +19,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors impor
     UnsafeXmlError,
     UnsupportedSourceError,
 )
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import listing
 
 try:
     from defusedxml import ElementTree as SafeElementTree
@@ -533,7 +534,7 @@ def parse_ovf(data: bytes, where: str) -> dict:
     if unattached:
         raise DescriptorError(
             "OVF %s: disk(s) %s are declared in DiskSection but no hardware item attaches them"
-            % (where, ", ".join(unattached)),
+            % (where, listing(unattached)),
             "attach the disk to a controller in VirtualHardwareSection or remove it from DiskSection",
         )
     placed.sort(key=lambda entry: (entry[0], entry[1]))

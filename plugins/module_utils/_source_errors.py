@@ -4,17 +4,20 @@
 
 Every error carries the problem and the fix separately so a module can show both, and
 ``str(error)`` reads as one sentence pair: "<problem>. Fix: <fix>".
+Both parts quote names from the source, so they are escaped here, once for every caller.
 """
 
 from __future__ import annotations
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import untrusted
 
 
 class SourceError(Exception):
     """A source that cannot be migrated as it is; nothing has been written."""
 
     def __init__(self, problem: str, fix: str):
-        self.problem = problem.rstrip(".")
-        self.fix = fix.rstrip(".")
+        self.problem = untrusted(problem).rstrip(".")
+        self.fix = untrusted(fix).rstrip(".")
         super().__init__("%s. Fix: %s." % (self.problem, self.fix))
 
 

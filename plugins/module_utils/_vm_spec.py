@@ -9,12 +9,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
+import unicodedata
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _ova_archive as archive
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img as qemu_img
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _source_references as references
 from ansible_collections.v2kvm.migrate.plugins.module_utils._ovf_parse import (
     MAX_DESCRIPTOR_BYTES,
     is_vmdk_format_url,
@@ -28,24 +31,18 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors impor
     SpecError,
     UnsupportedSourceError,
 )
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import listing
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_DERIVED_STEM = 64 - 9  # a derived name ends in "-" and 8 hex digits
 SOURCE_TYPES = ("ova", "ovf", "vmdk", "vsphere", "kvm")
 FIRMWARES = ("bios", "uefi")
 FAMILIES = ("linux", "windows", "other")
 DISK_FORMATS = ("vmdk", "qcow2", "raw")
 CONTROLLERS = ("scsi", "ide", "sata", "nvme", "virtio")
-MANIFEST_ALGORITHMS = (None, "sha1", "sha256")
-# Self-contained VMDK kinds that can be read from inside an OVA; anything else references
-# extent files by name, which inside a tar would resolve next to the OVA on the host.
-SELF_CONTAINED_VMDK = ("streamOptimized", "monolithicSparse")
+MANIFEST_ALGORITHMS = (None, "sha1", "sha256", "sha384", "sha512")
 MAX_MANIFEST_BYTES = 1024 * 1024
 
-_MAGIC_VMDK_SPARSE = b"KDMV"
-_MAGIC_VMDK_COWD = b"COWD"
-_MAGIC_VMDK_DESCRIPTOR = b"# Disk DescriptorFile"
-_MAGIC_QCOW2 = b"QFI\xfb"
-_MAGIC_GZIP = b"\x1f\x8b"
 _ADAPTER_TYPE = re.compile(r'^\s*ddb\.adapterType\s*=\s*"([^"]*)"', re.MULTILINE)
 
 _WINDOWS_WORDS = ("windows", "microsoft", "win2k", "winxp", "winnet", "winvista", "winlonghorn")
@@ -69,6 +66,33 @@ def check_vm_name(name: str, origin: str) -> str:
             % (_suggest_name(name),),
         )
     return name
+
+
+def name_source_vm(original, origin: str) -> tuple[str, str | None]:
+    """``(domain name, original name or None)`` for a name found in a source.
+
+    A name that satisfies the rule is kept. Any other ("Web Server 01", "Mönch", "db/01") gets a
+    derived one: ASCII-folded, every other character as '-', plus 8 hex digits of the original's
+    SHA256, so it is the same on every run and two originals never share it.
+    """
+    if isinstance(original, str) and NAME_PATTERN.fullmatch(original):
+        return original, None
+    if not isinstance(original, str) or not original.strip():
+        raise SpecError(
+            "the VM has no name in %s" % origin,
+            "pass one with the `name` option (role variable migrate_vm_name)",
+        )
+    folded = unicodedata.normalize("NFKD", original).encode("ascii", "ignore").decode("ascii")
+    stem = re.sub(r"[^A-Za-z0-9_.+]+", "-", folded).strip("-_.+")[:_DERIVED_STEM] or "vm"
+    digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return "%s-%s" % (stem.rstrip("-_.+") or "vm", digest), original
+
+
+def domain_name_for(source_name):
+    """The domain name a source VM called ``source_name`` gets (for lookups before the source is read)."""
+    if not isinstance(source_name, str) or not source_name.strip():
+        return source_name
+    return name_source_vm(source_name, "the lookup")[0]
 
 
 def _suggest_name(name) -> str:
@@ -122,11 +146,12 @@ _SPEC_RULES = (
     ("firmware", lambda v: v in FIRMWARES, "bios or uefi"),
     ("secure_boot", lambda v: isinstance(v, bool), "true or false"),
     ("annotation", _is_text, "a string"),
+    ("original_name", lambda v: v is None or _is_name(v), "null or the source's own name"),
 )
 _SOURCE_RULES = (
     ("type", lambda v: v in SOURCE_TYPES, "one of %s" % ", ".join(SOURCE_TYPES)),
     ("path", _is_abs_path, "an absolute path"),
-    ("manifest", lambda v: v in MANIFEST_ALGORITHMS, "null, sha1 or sha256"),
+    ("manifest", lambda v: v in MANIFEST_ALGORITHMS, "null, sha1, sha256, sha384 or sha512"),
 )
 _GUEST_RULES = (
     ("id", _is_text, "a string"),
@@ -147,6 +172,8 @@ _DISK_RULES = (
     ("unit", lambda v: _is_int(v, 0), "an integer >= 0"),
     ("sha256", lambda v: v is None or _is_hex(v, 64), "null or a SHA256 hex digest"),
     ("sha1", lambda v: v is None or _is_hex(v, 40), "null or a SHA1 hex digest"),
+    ("sha384", lambda v: v is None or _is_hex(v, 96), "null or a SHA384 hex digest"),
+    ("sha512", lambda v: v is None or _is_hex(v, 128), "null or a SHA512 hex digest"),
 )
 _NIC_RULES = (
     ("mac", lambda v: v is None or (_is_text(v) and bool(_MAC_RULE.fullmatch(v))),
@@ -191,18 +218,6 @@ def validate_spec(spec: dict) -> dict:
 # --------------------------------------------------------------------------- disk probing
 
 
-def _sniff(head: bytes) -> str:
-    if head.startswith(_MAGIC_GZIP):
-        return "gzip"
-    if head.startswith((_MAGIC_VMDK_SPARSE, _MAGIC_VMDK_COWD)):
-        return "vmdk"
-    if head.startswith(_MAGIC_VMDK_DESCRIPTOR):
-        return "vmdk-descriptor"
-    if head.startswith(_MAGIC_QCOW2):
-        return "qcow2"
-    return "unknown"
-
-
 def _describe_bytes(head: bytes) -> str:
     if not head:
         return "an empty file"
@@ -215,19 +230,10 @@ def _describe_bytes(head: bytes) -> str:
 def _adapter_controller(path: str, offset: int, kind: str) -> str:
     """Controller of a bare VMDK from its descriptor's ddb.adapterType (qemu-img does not report it)."""
     try:
-        if kind == "vmdk-descriptor":
-            text = archive.read_head(path, offset, 64 * 1024)
-        else:
-            header = archive.read_head(path, offset, 512)
-            if not header.startswith(_MAGIC_VMDK_SPARSE) or len(header) < 44:
-                return "scsi"
-            descriptor_sector, descriptor_sectors = struct.unpack_from("<QQ", header, 28)
-            if not descriptor_sector or not 0 < descriptor_sectors <= 128:
-                return "scsi"
-            text = archive.read_head(path, offset + descriptor_sector * 512, descriptor_sectors * 512)
+        text = references.vmdk_descriptor_text(path, offset, kind)
     except OSError:
         return "scsi"
-    match = _ADAPTER_TYPE.search(text.decode("utf-8", "replace"))
+    match = _ADAPTER_TYPE.search(text)
     return "ide" if match and match.group(1).lower() == "ide" else "scsi"
 
 
@@ -278,10 +284,10 @@ def _probe(disk: dict, container: str | None, expected: str, descriptor_dir: str
     warnings = []
     if disk["format"] == "vmdk":
         create_type = ((details.get("format-specific") or {}).get("data") or {}).get("create-type")
-        if container is not None and create_type not in SELF_CONTAINED_VMDK:
+        if container is not None and create_type not in references.SELF_CONTAINED_VMDK:
             raise UnsupportedSourceError(
                 "disk %s inside the OVA is a %s VMDK; only %s can be read from inside an OVA"
-                % (name, create_type, " or ".join(SELF_CONTAINED_VMDK)),
+                % (name, create_type, " or ".join(references.SELF_CONTAINED_VMDK)),
                 "re-export the VM with ovftool (it writes streamOptimized disks)",
             )
         _refuse_foreign_extents(name, details, descriptor_dir)
@@ -313,7 +319,7 @@ def _probe(disk: dict, container: str | None, expected: str, descriptor_dir: str
 
 def _classify_disk_bytes(disk: dict, head: bytes, expect_vmdk: bool, in_ova: bool) -> str:
     """Set disk["format"] from the file's magic bytes; refuses what cannot be a disk of the expected kind."""
-    kind = _sniff(head)
+    kind = references.image_kind(head)
     name = disk["file"]
     if disk["compression"] == "gzip":
         if kind != "gzip":
@@ -366,6 +372,8 @@ def _new_disk(disk_id: str, file_name: str, path, member, offset: int, size: int
         "unit": 0,
         "sha256": None,
         "sha1": None,
+        "sha384": None,
+        "sha512": None,
     }
 
 
@@ -449,8 +457,11 @@ def _finish_disks(spec, descriptor, locate, container, descriptor_dir, probe) ->
         file_entry = descriptor["files"][entry["file_id"]]
         disk = _disk_from_ovf(entry, file_entry, locate(file_entry["href"]))
         expect_vmdk = is_vmdk_format_url(entry["format_url"]) or disk["file"].lower().endswith(".vmdk")
-        head = archive.read_head(container or disk["path"], disk["offset"], 512)
+        head = references.read_head(container or disk["path"], disk["offset"], 512)
         kind = _classify_disk_bytes(disk, head, expect_vmdk, container is not None)
+        if disk["compression"] is None:
+            references.refuse_outside_references(container or disk["path"], disk["offset"], name=disk["file"],
+                                                 base_dir=descriptor_dir, head=head)
         if disk["compression"] == "gzip":
             warnings.append(
                 "disk %s is gzip-compressed inside the export (ovf:compression=gzip): it was not probed, "
@@ -478,7 +489,7 @@ def _read_ova(path, probe, verify, require) -> tuple[dict, list[str]]:
         if member is None:
             raise DiskFileError(
                 "%s references file %s, which is not in the OVA" % (where, href),
-                "export the VM again; the OVA is incomplete (members: %s)" % ", ".join(sorted(by_name)[:10]),
+                "export the VM again; the OVA is incomplete (members: %s)" % listing(sorted(by_name)),
             )
         return None, member.name, member.offset, member.size
 
@@ -548,8 +559,9 @@ def _read_vmdk(path, probe, require, vcpus, memory_mib, firmware) -> tuple[dict,
         raise SpecError("firmware %r is not bios or uefi" % firmware, "set firmware to bios or uefi")
     file_name = os.path.basename(path)
     disk = _new_disk("vmdisk1", file_name, path, None, 0, _file_size(path, "VMDK"))
-    head = archive.read_head(path, 0, 512)
+    head = references.read_head(path, 0, 512)
     kind = _classify_disk_bytes(disk, head, True, False)
+    references.check_image_file(path, name=file_name)
     disk["controller"] = _adapter_controller(path, 0, kind)
     warnings = []
     if probe or kind == "vmdk-descriptor":
@@ -573,7 +585,7 @@ def _read_vmdk(path, probe, require, vcpus, memory_mib, firmware) -> tuple[dict,
 
 
 def _sparse_capacity(head: bytes, path: str) -> int:
-    if head.startswith(_MAGIC_VMDK_SPARSE) and len(head) >= 20:
+    if head.startswith(references.MAGIC_VMDK_SPARSE) and len(head) >= 20:
         return struct.unpack_from("<Q", head, 12)[0] * 512
     raise DiskFileError(
         "the virtual size of %s cannot be read without qemu-img" % path,
@@ -628,8 +640,10 @@ def read_source_spec(
         )
     if name:
         spec["name"] = check_vm_name(name, "the `name` option")
+        spec["original_name"] = None
     else:
-        check_vm_name(spec["name"], "the OVF VirtualSystem" if extension != ".vmdk" else "the VMDK file name")
+        spec["name"], spec["original_name"] = name_source_vm(
+            spec["name"], "the OVF VirtualSystem" if extension != ".vmdk" else "the VMDK file name")
     return validate_spec(spec), warnings
 
 

@@ -13,8 +13,14 @@ import difflib
 import posixpath
 import re
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import check_vm_name, guest_family, validate_spec
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import (
+    check_vm_name,
+    guest_family,
+    name_source_vm,
+    validate_spec,
+)
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import VsphereError, call, vim, vmodl
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import listing
 
 VM_PROPERTIES = ("name", "parent", "config", "runtime.powerState", "runtime.host", "snapshot",
                  "guest.toolsRunningStatus", "customValue", "tag")
@@ -271,8 +277,10 @@ def build_spec(vm_ref, props, place, vcenter, name=None, portgroups=None):
     if config is None:
         raise VsphereError("VM %s has no readable configuration (inaccessible or orphaned)" % props.get("name"),
                            "fix the VM in vCenter (re-register it) before migrating it")
-    vm_name = name or props.get("name")
-    check_vm_name(vm_name, "name override" if name else "vCenter VM %s" % vm_ref._moId)
+    if name:
+        vm_name, original_name = check_vm_name(name, "name override"), None
+    else:
+        vm_name, original_name = name_source_vm(props.get("name"), "vCenter VM %s" % vm_ref._moId)
     hw = config.hardware
     devices = list(hw.device or [])
     boot_keys = [getattr(item, "deviceKey", None) for item in (getattr(config.bootOptions, "bootOrder", None) or [])
@@ -282,6 +290,7 @@ def build_spec(vm_ref, props, place, vcenter, name=None, portgroups=None):
     cores = hw.numCoresPerSocket or 1
     spec = {
         "name": vm_name,
+        "original_name": original_name,
         "source": {
             "type": "vsphere",
             "path": place["path"],
@@ -351,12 +360,12 @@ def find_vm(conn, name=None, moid=None, uuid=None, datacenter=None, folder=None)
             all_names = [props.get("name") or "" for unused, props in vms]
             close = [n for n in all_names if n.lower() == name.lower()] or difflib.get_close_matches(
                 name, all_names, n=3)
-            hint = " (similar names: %s)" % ", ".join(close) if close else ""
+            hint = " (similar names: %s)" % listing(close) if close else ""
         raise VsphereError("no VM with %s on %s among %d VMs%s%s" % (
             wanted, conn.host, len(vms), " in datacenter %s" % datacenter if datacenter else "", hint),
             "check the name (it is case-sensitive), the datacenter/folder filters and that the account can see it")
     if len(matches) > 1:
-        raise VsphereError("%d VMs match %s: %s" % (len(matches), wanted, ", ".join(
+        raise VsphereError("%d VMs match %s: %s" % (len(matches), wanted, listing(
             "%s (%s)" % (place["path"], ref._moId) for ref, unused, place in matches)),
             "narrow it down with datacenter, folder or moid")
     ref, props, place = matches[0]

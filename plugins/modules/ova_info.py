@@ -37,8 +37,10 @@ options:
   name:
     description:
       - Use this VM name instead of the OVF VirtualSystem name (or, for a bare VMDK, the file name).
-      - Must match C(^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$). A source name that does not match is refused,
-        never rewritten; set this option then.
+      - Must match C(^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$); an override that does not is refused.
+      - Without it, a source name that does not match (spaces, non-ASCII letters) gets a derived domain
+        name, the same on every run, for example V(Web-Server-01-1a2b3c4d) for C(Web Server 01); the original
+        is kept in RV(spec.original_name) and becomes the domain's C(<title>).
     type: str
   require_manifest:
     description:
@@ -137,6 +139,11 @@ spec:
       description: VM name, safe for libvirt.
       type: str
       sample: web01
+    original_name:
+      description:
+        - The name the source gave the VM when it is not a valid domain name and RV(spec.name) was derived
+          from it; null when the source's name is used as it is or O(name) was given.
+      type: str
     source:
       description: Where the spec came from.
       type: dict
@@ -148,7 +155,9 @@ spec:
           description: Absolute path of the OVA, of the C(.ovf), or of the C(.vmdk).
           type: str
         manifest:
-          description: V(sha1) or V(sha256) when a manifest was present and every digest verified, else null.
+          description:
+            - V(sha1), V(sha256), V(sha384) or V(sha512) when a manifest was present and every digest verified,
+              else null.
           type: str
     vcpus:
       description: Number of virtual CPUs.
@@ -172,7 +181,8 @@ spec:
       description:
         - Disks in controller order; the first is the boot disk. Each has C(id), C(file), C(path)
           (null inside an OVA), C(member), C(offset), C(size), C(format), C(subformat), C(compression),
-          C(capacity_bytes), C(populated_bytes), C(controller), C(unit), C(sha256), C(sha1).
+          C(capacity_bytes), C(populated_bytes), C(controller), C(unit), C(sha256), C(sha1), C(sha384), C(sha512)
+          (the verified manifest digest under its algorithm's name, the others null).
       type: list
       elements: dict
     nics:
@@ -184,6 +194,7 @@ spec:
       type: str
   sample:
     name: web01
+    original_name: null
     source: {type: ova, path: /data/exports/web01.ova, manifest: sha256}
     vcpus: 2
     cores_per_socket: 1
@@ -207,6 +218,8 @@ spec:
         unit: 0
         sha256: 0b6ecb5a0b41b0d0e1e4e0c5e6f0a4b1e8c1d1d6c0b3e1d7e7f0a2c4b6d8e0f1
         sha1: null
+        sha384: null
+        sha512: null
     nics:
       - {mac: null, network: VM Network, model: vmxnet3}
     annotation: ""

@@ -46,7 +46,8 @@ OS_CIM_IDS = {
     "other5xLinux64Guest": "101",
 }
 CAPACITY_UNITS = {"byte": 1, "byte * 2^10": 1 << 10, "byte * 2^20": 1 << 20, "byte * 2^30": 1 << 30}
-DIGESTS = {"sha256": ("SHA256", hashlib.sha256), "sha1": ("SHA1", hashlib.sha1)}
+DIGESTS = {"sha256": ("SHA256", hashlib.sha256), "sha1": ("SHA1", hashlib.sha1),
+           "sha384": ("SHA384", hashlib.sha384), "sha512": ("SHA512", hashlib.sha512), "md5": ("MD5", hashlib.md5)}
 
 
 class PackagingError(RuntimeError):
@@ -313,7 +314,7 @@ def write_ovf(out_path, *, name, vcpus, memory_mib, firmware, os_type, disks, ni
 
 
 def file_digest(path, algorithm="sha256"):
-    """Hex digest of a file with ``algorithm`` ("sha256" or "sha1")."""
+    """Hex digest of a file with ``algorithm`` (a key of DIGESTS; md5 only to build a refused manifest)."""
     digest = DIGESTS[algorithm][1]()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

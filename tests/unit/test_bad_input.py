@@ -282,9 +282,9 @@ def case_unknown_firmware(src, images):
     return _mutated_ovf_folder(src, images, 'vmw:value="efi"', 'vmw:value="coreboot"', firmware="uefi"), {}
 
 
-def case_bad_vm_name(src, images):
+def case_blank_vm_name(src, images):
     vmdk, disks = _one_disk(src, images)
-    return pkg.make_ova(str(src / "web01.ova"), _ovf(src, disks, name="Web Server 01"), [vmdk]), {}
+    return pkg.make_ova(str(src / "web01.ova"), _ovf(src, disks, name="   "), [vmdk]), {}
 
 
 def case_bad_name_override(src, images):
@@ -337,6 +337,87 @@ def case_disk_attached_twice(src, images):
     return pkg.make_ovf_folder(str(src), ovf, [first, second]), {}
 
 
+def case_sha512_manifest_mismatch(src, images):
+    return _good_ova(src, images, digest="sha512", manifest_override={"web01-disk1.vmdk": "0" * 128}), {}
+
+
+def case_md5_manifest(src, images):
+    return _good_ova(src, images, digest="md5"), {}
+
+
+def case_hostile_member_name(src, images):
+    # An extra member the manifest does not list: its name is echoed, and must not paint or break lines.
+    path = _good_ova(src, images)
+    with tarfile.open(path, "a", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("notes\x1b[2J\x1b[31m\r\nok: [web01] => all fine\u202e.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    return path, {}
+
+
+def case_ten_thousand_members(src, images):
+    path = str(src / "web01.ova")
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for number in range(10_000):
+            info = tarfile.TarInfo("junk-%05d.bin" % number)
+            tar.addfile(info, io.BytesIO(b""))
+    return path, {}
+
+
+def case_hostile_firmware_value(src, images):
+    return _mutated_ovf_folder(src, images, 'vmw:value="efi"', 'vmw:value="efi&#13;&#10;FAKE&#x202E;&#x9B;"',
+                               firmware="uefi"), {}
+
+
+def _qcow2_folder(src, images, *options):
+    disk = src / "web01-disk1.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *options, str(disk), "8M"], check=True)
+    disks = [{"file": disk.name, "disk_id": "vmdisk1", "capacity_bytes": 8 * MIB, "size": os.path.getsize(disk),
+              "controller": "scsi", "unit": 0, "format": "http://www.gnome.org/~markmc/qcow-image-format.html"}]
+    return pkg.make_ovf_folder(str(src), _ovf(src, disks), [str(disk)])
+
+
+def case_qcow2_backing_file_outside(src, images):
+    return _qcow2_folder(src, images, "-u", "-F", "raw", "-b", "/etc/hostname"), {}
+
+
+def case_qcow2_external_data_file(src, images):
+    outside = src.parent / "data.raw"
+    return _qcow2_folder(src, images, "-o", "data_file=%s" % outside), {}
+
+
+def case_vmdk_parent_hint(src, images):
+    path = src / "db01.vmdk"
+    flat = src / "db01-flat.vmdk"
+    flat.write_bytes(b"\0" * MIB)
+    path.write_text(
+        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=12345678\ncreateType="monolithicFlat"\n'
+        'parentFileNameHint="/vmfs/volumes/ds1/db01/db01-base.vmdk"\n\n'
+        'RW 2048 FLAT "db01-flat.vmdk" 0\n\nddb.adapterType = "lsilogic"\n'
+    )
+    return str(path), {}
+
+
+def case_vmdk_absolute_extent(src, images):
+    path = src / "db01.vmdk"
+    path.write_text(
+        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
+        'RW 16 FLAT "/etc/hostname" 0\n\nddb.adapterType = "lsilogic"\n'
+    )
+    return str(path), {"probe_disks": False}
+
+
+def case_ovf_extent_outside_without_probe(src, images):
+    descriptor = src / "web01-disk1.vmdk"
+    descriptor.write_text(
+        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
+        'RW 16 FLAT "../../etc/hostname" 0\n'
+    )
+    disks = [{"file": "web01-disk1.vmdk", "disk_id": "vmdisk1", "capacity_bytes": 8192,
+              "size": os.path.getsize(descriptor), "controller": "scsi", "unit": 0}]
+    return pkg.make_ovf_folder(str(src), _ovf(src, disks), [str(descriptor)]), {"probe_disks": False}
+
+
 CASES = {
     # name: (builder, words the message must contain)
     "tar-traversal": (case_tar_traversal, ["'..'", "path traversal", "escaped.txt"]),
@@ -369,7 +450,18 @@ CASES = {
     "vmdk-extent-outside": (case_vmdk_extent_outside_folder, ["extent file", "outside its own directory"]),
     "descriptor-vmdk-in-ova": (case_descriptor_vmdk_inside_ova, ["VMDK descriptor", "extent files"]),
     "unknown-firmware": (case_unknown_firmware, ["unknown firmware", "coreboot", 'vmw:value="efi"']),
-    "bad-vm-name": (case_bad_vm_name, ["'Web Server 01'", "`name` option", "name: Web-Server-01"]),
+    "blank-vm-name": (case_blank_vm_name, ["has no name", "`name` option", "migrate_vm_name"]),
+    "sha512-mismatch": (case_sha512_manifest_mismatch, ["SHA512 digest of web01-disk1.vmdk", "does not match"]),
+    "md5-manifest": (case_md5_manifest, ["MD5", "SHA384 and SHA512", "migrate_vm_verify_manifest"]),
+    "hostile-member-name": (case_hostile_member_name, ["does not list", "notes\\x1b[2J\\x1b[31m\\r\\nok:",
+                                                       "\\u202e.txt"]),
+    "ten-thousand-members": (case_ten_thousand_members, ["no .ovf descriptor", "junk-00009.bin and 9990 more"]),
+    "hostile-firmware-value": (case_hostile_firmware_value, ["unknown firmware", "efi\\r\\nFAKE\\u202e\\x9b"]),
+    "qcow2-backing-outside": (case_qcow2_backing_file_outside, ["backing file", "/etc/hostname", "consolidate"]),
+    "qcow2-data-file": (case_qcow2_external_data_file, ["external file", "data.raw", "self-contained"]),
+    "vmdk-parent-hint": (case_vmdk_parent_hint, ["delta (snapshot) VMDK", "db01-base.vmdk", "consolidate"]),
+    "vmdk-absolute-extent": (case_vmdk_absolute_extent, ["extent file /etc/hostname", "outside its own directory"]),
+    "ovf-extent-outside-no-probe": (case_ovf_extent_outside_without_probe, ["../../etc/hostname", "outside"]),
     "bad-name-override": (case_bad_name_override, ["'../../etc'", "`name` option"]),
     "gzip-declared-not-gzip": (case_gzip_declared_not_gzip, ["ovf:compression=\"gzip\"", "not gzip data"]),
     "unsupported-compression": (case_unsupported_compression, ["bzip2", "only gzip"]),
@@ -425,6 +517,8 @@ def test_bad_input_is_refused_and_nothing_is_written(case, tmp_path, images):
     for word in words:
         assert word in result["msg"], "%r missing from: %s" % (word, result["msg"])
     assert ". Fix: " in result["msg"]
+    assert result["msg"].isprintable(), "raw control characters reach the message: %r" % result["msg"]
+    assert len(result["msg"]) < 2000, "an unbounded message: %d characters" % len(result["msg"])
     assert _digests(src) == sources_before
     assert _outside_snapshot(tmp_path) == tree_before
     assert sorted(os.listdir(os.getcwd())) == cwd_before
@@ -432,7 +526,7 @@ def test_bad_input_is_refused_and_nothing_is_written(case, tmp_path, images):
 
 
 def test_there_are_enough_bad_inputs():
-    assert len(CASES) >= 15
+    assert len(CASES) >= 40
 
 
 def test_bad_input_through_the_real_module_entry_point(tmp_path, images):

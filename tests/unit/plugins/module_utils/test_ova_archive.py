@@ -90,13 +90,16 @@ def test_file_digest_of_a_window_matches_hashlib(tmp_path):
     ("SHA256(disk1.vmdk)= " + "ab" * 32, "sha256"),
     ("SHA1(disk1.vmdk)= " + "AB" * 20, "sha1"),
     ("SHA256 (disk1.vmdk) = " + "ab" * 32, "sha256"),
+    ("SHA384(disk1.vmdk)= " + "cd" * 48, "sha384"),
+    ("SHA512(disk1.vmdk)= " + "ef" * 64, "sha512"),
 ])
 def test_manifest_lines_ovftool_and_openssl_style(line, algorithm):
     assert archive.parse_manifest(line + "\n\n", "vm.mf") == (algorithm, {"disk1.vmdk": line.split()[-1].lower()})
 
 
 @pytest.mark.parametrize("text, words", [
-    ("SHA512(a)= " + "0" * 128, "only SHA1 and SHA256"),
+    ("MD5(a)= " + "0" * 32, "only SHA1, SHA256, SHA384 and SHA512"),
+    ("SHA512(a)= " + "0" * 96, "128"),
     ("MD5 of a is 1234", "not of the form"),
     ("SHA256(a)= abc", "64"),
     ("SHA256(a)= %s\nSHA1(b)= %s" % ("0" * 64, "0" * 40), "mixes digest algorithms"),

@@ -1,5 +1,7 @@
 """Spec building from pyVmomi data objects (no server), pre-flight rules, secret scrubbing."""
 
+import hashlib
+
 import pytest
 from pyVmomi import vim
 
@@ -52,9 +54,16 @@ def test_spec_follows_vm_spec_and_carries_vsphere_keys():
     assert spec["nics"] == [{"mac": "00:50:56:aa:bb:cc", "network": "Prod", "model": "e1000e"}]
 
 
-def test_bad_name_is_refused_naming_the_override():
-    with pytest.raises(SpecError, match="name override|`name` option"):
-        _spec(name="web 01 (old)")
+def test_a_vcenter_name_that_is_no_domain_name_gets_a_derived_one():
+    spec = _spec(name="web 01 (old)")
+    assert spec["name"] == "web-01-old-" + hashlib.sha256("web 01 (old)".encode()).hexdigest()[:8]
+    assert spec["original_name"] == "web 01 (old)"
+    assert _spec()["original_name"] is None
+
+
+def test_a_bad_name_override_is_refused_naming_the_override():
+    with pytest.raises(SpecError, match="name override"):
+        vspec.build_spec(vim.VirtualMachine("vm-42"), _props(), PLACE, "vc.example", name="web 01 (old)")
 
 
 def test_datastore_path_parsing():
