@@ -32,16 +32,17 @@ def free_port():
 class ServerProcess:
     """scripts/web_dashboard.py in its own process; stop()/start() keep port and history (restart test)."""
 
-    def __init__(self, workdir, *extra):
+    def __init__(self, workdir, *extra, env=None):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d/" % self.port
         self.history = os.path.join(str(workdir), "history.sqlite3")
         self.log = os.path.join(str(workdir), "server.log")
         self.extra = list(extra)
+        self.env = dict(env or {})
         self.proc = None
 
     def start(self):
-        env = dict(os.environ, V2KVM_WEB_TOKEN=TOKEN)
+        env = dict(os.environ, V2KVM_WEB_TOKEN=TOKEN, **self.env)
         cmd = [sys.executable, os.path.join(REPO, "scripts", "web_dashboard.py"), "--port", str(self.port),
                "--history", self.history, *self.extra]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
@@ -77,8 +78,8 @@ class ServerProcess:
 def web_server(tmp_path):
     servers = []
 
-    def start(*extra):
-        server = ServerProcess(tmp_path / ("s%d" % len(servers)), *extra)
+    def start(*extra, env=None):
+        server = ServerProcess(tmp_path / ("s%d" % len(servers)), *extra, env=env)
         os.makedirs(os.path.dirname(server.history), exist_ok=True)
         servers.append(server)
         return server.start()
