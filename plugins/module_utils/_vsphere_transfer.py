@@ -380,6 +380,11 @@ def _size_or_zero(path):
         return 0
 
 
+def _bytes(count):
+    """'8.0 MiB (8388608 bytes)', or '512 bytes' below a KiB."""
+    return "%s (%d bytes)" % (human(count), count) if count >= 1024 else human(count)
+
+
 def _write_failed(exc, part, label, expected_size):
     """The VsphereError for a local write that failed: for a full file system, which one, how much is still to
     come and that the .part stays for the next run to resume."""
@@ -391,13 +396,12 @@ def _write_failed(exc, part, label, expected_size):
     directory = os.path.dirname(os.path.abspath(part))
     free = free_bytes(directory)
     left = max(0, expected_size - kept) if expected_size is not None else None
-    still = (", %s (%d bytes) still to come" % (human(left), left)) if left is not None else ""
+    still = (", %s still to come" % _bytes(left)) if left is not None else ""
     more = ("at least %s more (or choose a dest on a file system with room)" % human(left - free)
             if left is not None and left > free else "room for the rest of the disk")
     return VsphereError(
-        "the file system holding %s ran out of space (%s) while %s was downloaded: %s (%d bytes) are written%s, "
-        "and %s (%d bytes) are free now" % (directory, exc.strerror or os.strerror(exc.errno), label, human(kept),
-                                            kept, still, human(free), free),
+        "the file system holding %s ran out of space (%s) while %s was downloaded: %s are written%s, and %s "
+        "free now" % (directory, exc.strerror or os.strerror(exc.errno), label, _bytes(kept), still, _bytes(free)),
         "free space on the file system holding %s: %s, then run again; the partial download %s is kept on "
         "purpose so the next run resumes from its %d bytes (delete it to start over)" % (
             directory, more, os.path.basename(part), kept))
