@@ -279,7 +279,7 @@ def clean_event(raw, index: int = 0) -> dict:
         raise IngestError("events[%d] must be a JSON object {type, ts, ...}, got %s; %s one object per event"
                           % (index, kind_of(raw), PUBLISHER))
     kind = raw.get("type")
-    if kind not in SCHEMA:
+    if not isinstance(kind, str) or kind not in SCHEMA:
         raise IngestError("events[%d]: unknown event type %s: field type must be one of %s; %s those only (is the "
                           "publisher newer than this server? update the server)"
                           % (index, kind_of(kind), ", ".join(EVENT_TYPES), PUBLISHER))
