@@ -135,6 +135,7 @@ from ansible import constants as C
 from ansible.config.manager import ensure_type
 from ansible.plugins.callback import CallbackBase
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import neutral, untrusted
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
     FAILED, RUNNING, SUCCEEDED, MigrationBoard)
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import CLOCK_REDRAW, LineView, TerminalView
@@ -295,6 +296,8 @@ class CallbackModule(CallbackBase):
     # -- event plumbing -------------------------------------------------------------------------
 
     def emit(self, event: dict) -> None:
+        # Messages, task items and names come from sources and hosts: escaped once here, for every view.
+        event = neutral(event)
         event.setdefault("ts", self._clock())
         with self._lock:
             self.board.apply(event)
@@ -325,6 +328,7 @@ class CallbackModule(CallbackBase):
         spec = res.get("spec") or facts.get("migrate_vm_spec")
         if isinstance(spec, dict):
             event["spec_name"] = _text_or_none(spec.get("name"))
+            event["original_name"] = _text_or_none(spec.get("original_name"))
             source = spec.get("source")
             event["source_type"] = _text_or_none(source.get("type")) if isinstance(source, dict) else None
         elif _action_name(task) == "migration_state":
@@ -519,15 +523,18 @@ def write_junit(path, board: MigrationBoard):
     })
     for vm in vms:
         case = ET.SubElement(suite, "testcase", {
-            "name": vm.host, "classname": "v2kvm.migrate.%s" % (vm.source_type or "vm"),
+            "name": untrusted(vm.host), "classname": "v2kvm.migrate.%s" % untrusted(vm.source_type or "vm"),
             "time": "%.3f" % vm.elapsed(now),
         })
         props = ET.SubElement(case, "properties")
-        for key, value in (("vm_name", vm.name), ("bytes", vm.total), ("stage", vm.stage)):
-            ET.SubElement(props, "property", {"name": key, "value": str(value)})
+        for key, value in (("vm_name", vm.name), ("source_name", vm.original_name), ("bytes", vm.total),
+                           ("stage", vm.stage)):
+            ET.SubElement(props, "property", {"name": key, "value": untrusted(value)})
         if vm.status == FAILED:
-            failure = ET.SubElement(case, "failure", {"message": (vm.error or "failed")[:500]})
-            failure.text = vm.error or "failed"
+            # XML 1.0 cannot hold most control characters: escaped, the report always parses.
+            error = untrusted(vm.error or "failed")
+            failure = ET.SubElement(case, "failure", {"message": error[:500]})
+            failure.text = error
         elif vm.status != SUCCEEDED:
             ET.SubElement(case, "skipped", {"message": "not finished (%s)" % vm.status})
     tree = ET.ElementTree(ET.Element("testsuites"))

@@ -122,6 +122,7 @@ import os
 import time
 
 from ansible_collections.v2kvm.migrate.plugins.callback.dashboard import CallbackModule as DashboardCallback
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import neutral, untrusted
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
     EmbeddedPublisher, HttpPublisher, PublisherError)
@@ -178,15 +179,16 @@ class CallbackModule(DashboardCallback):
                 self.publisher.flush()
 
     def emit(self, event: dict) -> None:
+        event = neutral(event)
         event.setdefault("ts", self._clock())
         if self._result is not None:
             res = self._result._result
             delegated = res.get("_ansible_delegated_vars") or {}
             target = delegated.get("ansible_delegated_host") or delegated.get("ansible_host")
             if target:
-                event["target"] = target
+                event["target"] = untrusted(target)
             if event.get("type") == "task_end" and isinstance(res.get("verdict"), dict):
-                event["verdict"] = res["verdict"]
+                event["verdict"] = neutral(res["verdict"])
         with self._lock:
             self.board.apply(event)
             if self.publisher is not None:

@@ -46,6 +46,13 @@ def allocated_bytes(path: str) -> int:
         return 0
 
 
+def needed_bytes(disk: dict) -> int:
+    """Bytes a spec disk takes once converted: its populated (allocated) bytes when the source told or
+    ``qemu-img measure`` found them, else its whole capacity. A sparse 80 GiB disk holding 6 GiB needs 6."""
+    populated = disk.get("populated_bytes")
+    return int(populated) if populated is not None else int(disk.get("capacity_bytes") or 0)
+
+
 def shortfall(source: str, fmt: str, dest: str, dest_format: str, virtual_size: int,
               reclaimable: str | None = None) -> str | None:
     """None when ``dest`` fits, else a message with both sizes and what to do.
@@ -58,7 +65,9 @@ def shortfall(source: str, fmt: str, dest: str, dest_format: str, virtual_size: 
     free = free_bytes(directory) + (allocated_bytes(reclaimable) if reclaimable else 0)
     if free >= virtual_size + virtual_size // _METADATA_FRACTION + _FIXED_SLACK:
         return None
-    need = int(_qemu_img.measure(source, fmt, dest_format)["required"])
+    # qemu-img writes a raw dest sparse (zero blocks become holes), but measure counts it fully allocated:
+    # the data plus qcow2's metadata is what it really takes, and a bound on it.
+    need = int(_qemu_img.measure(source, fmt, "qcow2" if dest_format == "raw" else dest_format)["required"])
     if need <= free:
         return None
     return ("not enough free space for %s: the converted disk needs %s (%d bytes, qemu-img measure) but the file "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import needed_bytes
+
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITIES = (CRITICAL, WARNING, INFO)
 # Past this many disks the virtio-blk slots of one PCI bus run out; q35 needs extra root ports.
@@ -101,7 +103,7 @@ def _target_rules(spec, target_free_bytes, existing_names):
         out.append(_finding("disk_count", WARNING, "the VM has %d disks, more than %d fit on the default PCI bus"
                             % (len(disks), MAX_EASY_DISKS), "use disk_bus scsi (one virtio-scsi controller) on the "
                             "target"))
-    need = sum(int(disk.get("capacity_bytes") or 0) for disk in disks)
+    need = sum(needed_bytes(disk) for disk in disks)
     if target_free_bytes is not None and need > target_free_bytes:
         out.append(_finding("target_space", CRITICAL, "the disks need up to %d bytes (%.1f GiB) but the target has "
                             "%d bytes (%.1f GiB) free" % (need, need / 2 ** 30, target_free_bytes,

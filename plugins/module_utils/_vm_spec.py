@@ -300,6 +300,10 @@ def _probe(disk: dict, container: str | None, expected: str, descriptor_dir: str
             % (name, disk["capacity_bytes"], int(details["virtual-size"]))
         )
         disk["capacity_bytes"] = int(details["virtual-size"])
+    if disk["populated_bytes"] is None:
+        # What the disk's data takes once converted, for free-space checks that do not treat a sparse
+        # 80 GiB disk holding 6 GiB as 80 (qcow2's metadata included: a bound on a sparse raw copy too).
+        disk["populated_bytes"] = int(qemu_img.measure(source, disk["format"], "qcow2")["required"])
     if disk["format"] in ("vmdk", "qcow2"):
         try:
             result = qemu_img.check(source, disk["format"])

@@ -440,7 +440,8 @@ class TerminalView:
         else:
             shown = running[:rows]
             shown += failed[:max(0, rows - len(shown))]
-        labels = [vm.host if vm.name in ("", vm.host) else "%s (%s)" % (vm.host, vm.name) for vm in shown]
+        labels = [vm.host if vm.display_name in ("", vm.host) else "%s (%s)" % (vm.host, vm.display_name)
+                  for vm in shown]
         widths = _vm_widths(inner, labels, [vm.stage for vm in shown])
         text = Text(no_wrap=True, overflow="crop")
         text.append(" ".join(_fit(name, widths[name], right) for name, _width, right in _COLUMNS), style="bold")

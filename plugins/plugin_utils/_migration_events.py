@@ -14,7 +14,8 @@ Event types:
   such a task marks the VM running but does not become its stage)
 - ``progress`` {host, task, task_uuid, item, stage, done, total, rate, eta, source}
 - ``task_end`` {host, task, task_uuid, item, status: ok|changed|failed|skipped|unreachable|ignored,
-  msg, spec_name, source_type, phase}  (``phase``: the role's ``migrate_vm_phase`` when a task set it)
+  msg, spec_name, original_name, source_type, phase}  (``phase``: the role's ``migrate_vm_phase`` when a task
+  set it; ``original_name``: the source's own name when the domain name was derived from it)
 - ``vm_end`` {host, verdict: succeeded|failed, msg}
 - ``run_end`` {}
 
@@ -57,6 +58,7 @@ class Transfer:
 class VmState:
     host: str
     name: str = ""
+    original_name: str = ""  # the source's own name, when ``name`` (the domain's) was derived from it
     source_type: str = ""
     status: str = PENDING
     phase: str = ""
@@ -75,6 +77,11 @@ class VmState:
     tasks_failed: int = 0
     busy: bool = False  # a task that is not bookkeeping runs for this VM now
     before_task: tuple = ("", "")  # (task, stage) shown again if the running task turns out to be skipped
+
+    @property
+    def display_name(self) -> str:
+        """The VM as people know it: the source's own name, else the domain name."""
+        return self.original_name or self.name
 
     @property
     def percent(self) -> float | None:
@@ -199,6 +206,8 @@ class MigrationBoard:
             vm.started = ts
         if event.get("spec_name"):
             vm.name = event["spec_name"]
+        if event.get("original_name"):
+            vm.original_name = event["original_name"]
         if event.get("source_type"):
             vm.source_type = event["source_type"]
         if event.get("phase"):
@@ -236,7 +245,8 @@ class MigrationBoard:
         if vm.status == FAILED and event.get("msg"):
             vm.error = str(event["msg"])[:500]
         # The log shows the host already; the VM's own name only when it differs.
-        self._note(ts, event["host"], vm.status if vm.name in ("", vm.host) else "%s %s" % (vm.name, vm.status))
+        shown = vm.display_name
+        self._note(ts, event["host"], vm.status if shown in ("", vm.host) else "%s %s" % (shown, vm.status))
 
     def _on_run_end(self, event, ts):
         self.run_finished = ts

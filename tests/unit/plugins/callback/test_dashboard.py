@@ -581,3 +581,57 @@ def test_line_mode_writes_no_start_line_for_a_task_that_turns_out_skipped(tmp_pa
     lines = out.getvalue().splitlines()[2:]
     assert len(lines) == 2 and "Convert each disk into the pool" in lines[0], lines
     assert "convert disk1.vmdk 25.0%" in lines[1], lines
+
+
+HOSTILE = "boom\x1b[2J\x1b]0;owned\x07\r\nok: [db01] => all fine\u202e\x00"
+
+
+def test_hostile_strings_are_escaped_in_every_output_and_junit_parses(tmp_path):
+    """A failure message from a host, an item label and a spec name carrying ESC, CR/LF, BEL, NUL and a bidi
+    override: line mode prints one line per event, the event log, summary and JUnit hold no raw control
+    character, and JUnit (XML 1.0 cannot hold NUL or ESC) still parses."""
+    clock, out = FakeClock(), io.StringIO()
+    events, summary, junit = tmp_path / "ev.jsonl", tmp_path / "summary.json", tmp_path / "junit.xml"
+    cb = make_callback(tmp_path, mode="line", clock=clock, stream=out, line_interval=0.0,
+                       events_file=str(events), summary_file=str(summary), junit_file=str(junit))
+    db = Host("db01")
+    info, convert = Task("Read the source VM description", "u-info"), Task("Convert each disk", "u-conv")
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    cb.v2_runner_on_start(db, info)
+    cb.v2_runner_on_ok(Result(db, info, {"changed": False, "spec": {
+        "name": "Web-Server-01-1a2b3c4d", "original_name": "Web Server 01" + HOSTILE, "source": {"type": "ova"}}}))
+    cb.v2_runner_on_start(db, convert)
+    clock.now += 1
+    cb.v2_runner_on_async_poll(progress(db, convert, GIB // 2, GIB, item="disk" + HOSTILE))
+    cb.v2_runner_on_failed(Result(db, convert, {"msg": HOSTILE}))
+    cb.v2_playbook_on_stats(Stats({"db01": {"failures": 1, "unreachable": 0}}))
+
+    printed = out.getvalue()
+    for text in (printed, events.read_text(), summary.read_text(), junit.read_text()):
+        assert not any(char in text for char in "\x1b\x07\r\x00\u202e"), repr(text[:300])
+    assert not any(line.startswith("ok: [db01]") for line in printed.splitlines()), printed
+    assert "boom\\x1b[2J\\x1b]0;owned\\x07\\r\\nok: [db01]" in printed
+    case = ET.parse(junit).getroot().find("testsuite").find("testcase")
+    assert case.find("failure").text.startswith("boom\\x1b[2J")
+    props = {prop.get("name"): prop.get("value") for prop in case.find("properties")}
+    assert props["vm_name"] == "Web-Server-01-1a2b3c4d" and props["source_name"].startswith("Web Server 01boom\\x1b")
+    vm = {v["host"]: v for v in json.loads(summary.read_text())["vms"]}["db01"]
+    assert vm["original_name"].startswith("Web Server 01") and vm["name"] == "Web-Server-01-1a2b3c4d"
+
+
+def test_a_derived_domain_name_shows_with_the_sources_own_name(tmp_path):
+    clock, stream = FakeClock(), io.StringIO()
+    cb = make_callback(tmp_path, mode="off", clock=clock)
+    cb._start()
+    cb._view = TerminalView(cb.board, stream=stream, refresh_interval=0.0, keys=False, size=(150, 40),
+                            clock=clock)
+    web = Host("web01")
+    info = Task("Read the source VM description", "u-info")
+    cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
+    cb.v2_runner_on_start(web, info)
+    cb.v2_runner_on_ok(Result(web, info, {"changed": False, "spec": {
+        "name": "Web-Server-01-1a2b3c4d", "original_name": "Web Server 01", "source": {"type": "ova"}}}))
+    clock.now += 1
+    cb.v2_runner_on_start(web, Task("Convert each disk", "u-conv"))
+    assert "web01 (Web Server 01)" in stream.getvalue()
+    assert cb.board.vms["web01"].name == "Web-Server-01-1a2b3c4d"

@@ -1,6 +1,7 @@
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 import os
+import subprocess
 
 import pytest
 
@@ -36,3 +37,25 @@ def test_a_stale_temporary_counts_as_free(tmp_path):
     with pytest.raises(_qemu_img.QemuImgError):
         _disk_room.shortfall(missing, "vmdk", dest, "qcow2", virtual)
     assert _disk_room.shortfall(missing, "vmdk", dest, "qcow2", virtual, reclaimable=str(stale)) is None
+
+
+@pytest.mark.parametrize("dest_format", ["qcow2", "raw"])
+def test_a_sparse_disk_bigger_than_the_file_system_fits_by_its_data(tmp_path, dest_format):
+    # 4 TiB of capacity, 2 MiB of data: more capacity than the test's file system has, so only the
+    # allocated bytes can make it fit (qemu-img measure -O raw alone says "4 TiB": a sparse raw copy is refused).
+    source = tmp_path / "sparse.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(source), "4T"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 7 1G 2M", str(source)], check=True,
+                   stdout=subprocess.DEVNULL)
+    free = _disk_room.free_bytes(str(tmp_path))
+    if free >= 4 << 40 or free < 2 << 30:
+        pytest.skip("needs a file system with between 2 GiB and 4 TiB free, this one has %d bytes" % free)
+
+    assert _disk_room.shortfall(str(source), "qcow2", str(tmp_path / ("d." + dest_format)), dest_format,
+                                4 << 40) is None
+
+
+def test_needed_bytes_prefers_the_allocated_size():
+    assert _disk_room.needed_bytes({"capacity_bytes": 80 << 30, "populated_bytes": 6 << 30}) == 6 << 30
+    assert _disk_room.needed_bytes({"capacity_bytes": 80 << 30, "populated_bytes": None}) == 80 << 30
+    assert _disk_room.needed_bytes({"capacity_bytes": 80 << 30, "populated_bytes": 0}) == 0
