@@ -13,6 +13,8 @@ import time
 import uuid
 
 import pytest
+from defusedxml import ElementTree as ET
+from rig import ovf_package as pkg
 from rig.guest_image import BOOT_OK, make_boot_disk
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _kvm_detect as kvm_detect
@@ -251,6 +253,36 @@ def test_domain_defines_once_redefines_on_change_and_check_mode_defines_nothing(
     assert phase["metadata"]["extra"] == {"wave": 3}
     # Later runs without a phase keep the recorded one instead of resetting it.
     assert run_module("domain", tmp_path, metadata={"wave": 3}, **bigger)["changed"] is False
+
+
+def test_a_source_name_that_is_no_domain_name_is_derived_kept_as_title_and_found_again(
+        conn, tracked, pool, tmp_path):
+    """An ovftool/VirtualBox-style name ("Web Server 01 (Mönch)") needs no override: the domain gets a
+    derived name, its <title> is the original, and migration_state finds it by the original."""
+    original = "Web Server 01 (Mönch) %s" % RUN
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"\0" * (1 << 20))
+    vmdk = pkg.to_vmdk(str(raw), str(tmp_path / "web-disk1.vmdk"), "streamOptimized")
+    ovf = pkg.write_ovf(str(tmp_path / "web.ovf"), name=original, vcpus=1, memory_mib=128, firmware="bios",
+                        os_type="debian11_64Guest", disks=[pkg.disk_entry(vmdk, disk_id="vmdisk1")],
+                        nics=[{"mac": "00:50:56:aa:bb:07", "network": "VM Network", "model": "vmxnet3"}])
+    ova = pkg.make_ova(str(tmp_path / "web.ova"), ovf, [vmdk], digest="sha512")
+
+    info = run_module("ova_info", tmp_path, path=ova)
+    spec = info["spec"]
+    assert spec["original_name"] == original and spec["source"]["manifest"] == "sha512", info
+    name = spec["name"]
+    assert name.startswith("Web-Server-01-Monch-%s-" % RUN) and len(name) <= 64, name
+    tracked.domains.append(name)
+    disk = os.path.join(pool["path"], "%s-0.raw" % name)
+    shutil.copyfile(raw, disk)
+    defined = run_module("domain", tmp_path, spec=spec, disks=[disk], network_map={"VM Network": "user"},
+                         domain_type="qemu")
+    assert defined["changed"] and not defined.get("failed"), defined
+    assert ET.fromstring(domain_xml(conn, name)).findtext("title") == original
+
+    found = run_module("migration_state", tmp_path, name=original)
+    assert found["found"] is True and found["name"] == name, found
 
 
 def _unified(diff):
