@@ -83,6 +83,7 @@ class Hub:
         run = self.runs.get(run_id)
         if run is None:
             run = self.runs[run_id] = Run(run_id, name, label)
+            run.updated = self._clock()  # the newest run: never the one evicted to make room for itself
             self._evict()
         if name:
             run.name = name
