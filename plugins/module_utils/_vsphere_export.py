@@ -74,6 +74,11 @@ def power_state(conn, vm):
     return str(read_call(conn, "read the power state", lambda: vm.runtime.powerState))
 
 
+def vm_name(conn, vm):
+    """The VM's name; a property read goes over the network too, so it is retried like any read."""
+    return str(read_call(conn, "read the VM name", lambda: vm.name))
+
+
 class PowerGuard:
     """Powers the VM off (guest shutdown first, hard power-off only when allowed) and, if anything
     fails afterwards, powers it on again when it was running before: ``with PowerGuard(...) as guard``."""
@@ -95,7 +100,7 @@ class PowerGuard:
     def power_off(self):
         if power_state(self.conn, self.vm) == "poweredOff":
             return
-        name = self.vm.name
+        name = vm_name(self.conn, self.vm)
         if self.original == "poweredOn":
             try:
                 call(self.conn, "shut down the guest of %s" % name, self.vm.ShutdownGuest)
@@ -122,7 +127,8 @@ class PowerGuard:
         if exc_type is not None and self.original == "poweredOn" and self.actions:
             try:
                 if power_state(self.conn, self.vm) != "poweredOn":
-                    wait_task(self.conn, self.vm.PowerOnVM_Task(), "power on " + self.vm.name, timeout=300)
+                    wait_task(self.conn, self.vm.PowerOnVM_Task(), "power on " + vm_name(self.conn, self.vm),
+                              timeout=300)
                     self.actions.append("powered on again after the failure")
             except Exception as restore_exc:  # keep the original error; say the VM is left off
                 self.actions.append("could NOT power it on again (%s): start it by hand" % type(restore_exc).__name__)
@@ -241,8 +247,35 @@ def read_json(path):
         return None
 
 
-def datastore_url(conn, datacenter, datastore_path, flat=True):
+def _inside_datastore(datastore_path, what):
+    """('ds', 'dir/file.vmdk') of a datastore path, refused when the file would lie outside its datastore
+    (an absolute or ``..`` path: a corrupt or hostile VM configuration)."""
     datastore, rel = parse_datastore_path(datastore_path)
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith("/") or ".." in parts or "\x00" in rel:
+        problem = "the backing file of %s, %r, lies outside its datastore %s" % (what, datastore_path, datastore)
+        raise VsphereError(problem,
+                           "re-attach the disk in vCenter from its file inside the datastore; a path that leaves the "
+                           "datastore is never read")
+    return datastore, rel
+
+
+def check_exportable(spec):
+    """Refuse, before any power operation or download, a disk no copy method can read: a physical-mode raw
+    device mapping (its data is on a LUN that vSphere neither exports nor snapshots) or a backing path outside
+    its datastore."""
+    for disk in spec["disks"]:
+        what = "disk %s of %s" % (disk["id"], spec["name"])
+        if disk.get("rdm") == "physicalMode":
+            raise VsphereError("%s is a physical-mode raw device mapping (%s): its data is on a LUN that vSphere can "
+                               "neither export nor snapshot" % (what, disk.get("datastore_path")),
+                               "migrate the LUN separately (present it to the KVM host) or convert the RDM to a "
+                               "virtual disk with Storage vMotion, then run again")
+        _inside_datastore(disk.get("datastore_path"), what)
+
+
+def datastore_url(conn, datacenter, datastore_path, flat=True):
+    datastore, rel = _inside_datastore(datastore_path, "a disk")
     if flat and rel.endswith(".vmdk") and not rel.endswith("-flat.vmdk"):
         rel = rel[:-len(".vmdk")] + "-flat.vmdk"
     return "%s/folder/%s?dcPath=%s&dsName=%s" % (
@@ -487,23 +520,26 @@ def export_datastore(conn, spec, dest, *, parallel, timeout, writer=None, disk_p
 
 
 def create_snapshot(conn, vm, name=SNAPSHOT_NAME):
-    task = call(conn, "snapshot %s" % vm.name, vm.CreateSnapshot_Task, name=name,
+    vm_label = vm_name(conn, vm)
+    task = call(conn, "snapshot %s" % vm_label, vm.CreateSnapshot_Task, name=name,
                 description="v2kvm.migrate sync point; removed after the copy", memory=False, quiesce=False)
-    wait_task(conn, task, "snapshot " + vm.name)
+    wait_task(conn, task, "snapshot " + vm_label)
     return read_call(conn, "read the new snapshot", lambda: task.info.result)
 
 
 def remove_snapshot(conn, vm, snapshot):
-    wait_task(conn, call(conn, "remove the sync snapshot of %s" % vm.name, snapshot.RemoveSnapshot_Task,
-                         removeChildren=False), "remove the sync snapshot of " + vm.name)
+    vm_label = vm_name(conn, vm)
+    wait_task(conn, call(conn, "remove the sync snapshot of %s" % vm_label, snapshot.RemoveSnapshot_Task,
+                         removeChildren=False), "remove the sync snapshot of " + vm_label)
 
 
 def enable_cbt(conn, vm):
     """Turn on change tracking; vSphere applies it at the next stun, which the sync snapshot causes."""
     if read_call(conn, "read the CBT setting", lambda: vm.config.changeTrackingEnabled):
         return False
-    wait_task(conn, call(conn, "enable change tracking on %s" % vm.name, vm.ReconfigVM_Task,
-                         spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT on " + vm.name)
+    vm_label = vm_name(conn, vm)
+    wait_task(conn, call(conn, "enable change tracking on %s" % vm_label, vm.ReconfigVM_Task,
+                         spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT on " + vm_label)
     return True
 
 

@@ -403,7 +403,8 @@ def _write_failed(exc, part, label, expected_size):
         "the file system holding %s ran out of space (%s) while %s was downloaded: %s are written%s, and %s "
         "free now" % (directory, exc.strerror or os.strerror(exc.errno), label, _bytes(kept), still, _bytes(free)),
         "free space on the file system holding %s: %s, then run again; the partial download %s is kept on "
-        "purpose so the next run resumes from its %d bytes (delete it to start over)" % (
+        "purpose so the next run resumes from its %d bytes (delete it to start over; the migrate_vm role's "
+        "rollback removes it unless migrate_vm_vsphere_keep_export is true)" % (
             directory, more, os.path.basename(part), kept))
 
 
