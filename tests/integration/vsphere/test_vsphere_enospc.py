@@ -40,8 +40,7 @@ def _finish(proc):
 
 
 @pytest.mark.parametrize("method", ["nfc", "datastore"])
-def test_a_dest_filled_midway_keeps_the_part_names_the_fix_and_the_rerun_resumes(vsim, vsi, boot_raw, tmp_path,
-                                                                                  method):
+def test_a_dest_filled_midway_keeps_the_part_and_the_rerun_resumes(vsim, vsi, boot_raw, tmp_path, method):
     name = "v2kvm-test-full-%s" % uuid.uuid4().hex[:6]
     flat = _vm_with_random_tail(vsi, boot_raw, tmp_path, name, 16 * MIB)  # 80 MiB disk
     mountpoint = tmp_path / "dest"
