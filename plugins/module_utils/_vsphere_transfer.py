@@ -490,7 +490,31 @@ def fetch_range(session, url, start, length, *, label, timeout=60):
 
 
 def read_ranges(session, url, ranges, handle, *, label, on_bytes=None, timeout=60):
-    """Copy each (start, length) of ``url`` into the open file ``handle`` at the same offset; returns bytes copied."""
+    """Copy each (start, length) of ``url`` into the open file ``handle`` at the same offset; returns bytes copied.
+
+    A local write that fails (a full file system) is reported as such, with what is left to copy; the sync
+    record is not updated then, so the next run copies the same areas again."""
+    try:
+        return _read_ranges(session, url, ranges, handle, label=label, on_bytes=on_bytes, timeout=timeout)
+    except _LocalWriteFailed as exc:
+        error = exc.args[0]
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise VsphereError("writing %s failed: %s" % (handle.name, error.strerror or error),
+                               "fix the permissions or the health of the dest directory, then run again: the sync "
+                               "restarts from the last recorded changeId") from None
+        directory = os.path.dirname(os.path.abspath(handle.name))
+        left, free = sum(length for unused, length in ranges) - exc.copied, free_bytes(directory)
+        more = ("at least %s more (or choose a dest on a file system with room)" % human(left - free)
+                if left > free else "room for the changed areas")
+        raise VsphereError(
+            "the file system holding %s ran out of space (%s) while the changed areas of %s were written: %s "
+            "written, %s still to come, and %s free now" % (directory, error.strerror or os.strerror(error.errno),
+                                                            label, _bytes(exc.copied), _bytes(left), _bytes(free)),
+            "free space on the file system holding %s: %s, then run again; the sync restarts from the last "
+            "recorded changeId (a first sync copies everything again)" % (directory, more)) from None
+
+
+def _read_ranges(session, url, ranges, handle, *, label, on_bytes, timeout):
     copied = 0
     view = memoryview(bytearray(1024 * 1024))
     fd = handle.fileno()
@@ -506,7 +530,12 @@ def read_ranges(session, url, ranges, handle, *, label, on_bytes=None, timeout=6
                 count = resp.readinto(view[:min(len(view), end - position)])
                 if not count:
                     raise TransferBroken("the server ended the range of %s early" % label, "run again")
-                _write_all(fd, view[:count], position)
+                try:
+                    _write_all(fd, view[:count], position)
+                except OSError as exc:  # not a network problem: past _response's handler as such
+                    failed = _LocalWriteFailed(exc)
+                    failed.copied = copied
+                    raise failed from None
                 position += count
                 copied += count
                 if on_bytes:

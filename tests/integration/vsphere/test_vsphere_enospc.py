@@ -3,7 +3,8 @@
 dest is a size-limited tmpfs in a private mount namespace (rig.private_fs); the module runs there through
 nsenter, behind a slow proxy so the download is caught midway, and a second writer takes the remaining space.
 The rule for a download (docs/vsphere.md): the partial file is kept so the next run resumes it, and the
-message says so. After the space is freed a re-run resumes and ends with the source's content.
+message says so. After the space is freed a re-run resumes and ends with the source's content. A warm sync
+records nothing for a disk it could not finish, so its re-run copies the same areas again.
 """
 
 import json
@@ -39,21 +40,32 @@ def _finish(proc):
     return json.loads(out), out + err
 
 
-@pytest.mark.parametrize("method", ["nfc", "datastore"])
+def _allocated(path):
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("method", ["nfc", "datastore", "warm"])
 def test_a_dest_filled_midway_keeps_the_part_and_the_rerun_resumes(vsim, vsi, boot_raw, tmp_path, method):
     name = "v2kvm-test-full-%s" % uuid.uuid4().hex[:6]
     flat = _vm_with_random_tail(vsi, boot_raw, tmp_path, name, 16 * MIB)  # 80 MiB disk
+    vm = sim_rig.find_vm(vsi, name)
+    if method == "warm":
+        sim_rig.wait_task(vm.PowerOnVM_Task())
     mountpoint = tmp_path / "dest"
     fs = PrivateFs(mountpoint, 96)
     proxy = sim_rig.ThrottledProxy(vsim.host, vsim.port, 12 * MIB)
     target = "%s-scsi0-0.%s" % (name, "vmdk" if method == "nfc" else "raw")
-    part = fs.host_view(target + ".part")
+    # A download writes into .part; a warm sync writes the areas straight into the (sparse) copy.
+    part = fs.host_view(target + ("" if method == "warm" else ".part"))
     try:
         args = vsphere_args(vsim, name=name, dest=str(mountpoint), method=method)
         proc = _start(fs, tmp_path, dict(args, port=proxy.port))
         try:
             deadline = time.monotonic() + 60
-            while not (os.path.exists(part) and os.path.getsize(part) >= 8 * MIB):
+            while _allocated(part) < 8 * MIB:
                 assert proc.poll() is None, "the export ended before dest could be filled: %s" % (proc.communicate(),)
                 assert time.monotonic() < deadline, "the download never started"
                 time.sleep(0.01)
@@ -68,18 +80,26 @@ def test_a_dest_filled_midway_keeps_the_part_and_the_rerun_resumes(vsim, vsi, bo
         msg = failed["msg"]
         assert "the file system holding %s ran out of space (No space left on device)" % mountpoint in msg, msg
         assert "still to come" in msg and "free space on the file system holding %s" % mountpoint in msg, msg
-        assert "the partial download %s.part is kept on purpose so the next run resumes" % target in msg, msg
         assert "Traceback" not in raw and vsim.password not in raw
         kept = os.path.getsize(part)
-        expected = ["filler", target + ".part"] + ([target + ".part.json"] if method == "nfc" else [])
-        assert fs.listing() == sorted(expected), "only the resumable partial file is left, nothing else"
-        assert sim_rig.find_vm(vsi, name).runtime.powerState == "poweredOff"
+        if method == "warm":
+            assert "the sync restarts from the last recorded changeId" in msg, msg
+            # The copy is unrecorded (no changeId kept for it), so the next sync rewrites it whole.
+            assert fs.listing() == sorted(["filler", target]), "no state recorded for the unfinished copy"
+            assert vm.runtime.powerState == "poweredOn" and vm.snapshot is None, "the sync snapshot is removed"
+        else:
+            assert "the partial download %s.part is kept on purpose so the next run resumes" % target in msg, msg
+            expected = ["filler", target + ".part"] + ([target + ".part.json"] if method == "nfc" else [])
+            assert fs.listing() == sorted(expected), "only the resumable partial file is left, nothing else"
+            assert vm.runtime.powerState == "poweredOff"
 
         os.unlink(filler)  # the space is freed
         result, raw = _finish(_start(fs, tmp_path, args))
         assert not result.get("failed"), result
         assert target + ".part" not in fs.listing()
-        if method == "nfc":
+        if method == "warm":
+            assert result["sync"]["kind"] == "full", result["sync"]
+        elif method == "nfc":
             check = result["manifest"][0]
             assert check["verified"] and check["resumed"] and not check["redownloaded"], check
             assert result["bytes_fetched"] < check["size"], "resumed, not downloaded again"
