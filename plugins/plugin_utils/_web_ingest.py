@@ -254,8 +254,8 @@ CONTROLLER = {key: Field("a number or null", '"%s": 12.5' % key, _number)
 
 
 def _refuse(where: str, name: str, field: Field, value) -> IngestError:
-    return IngestError("%sfield %s must be %s, got %s; %s %s" % (where, name, field.what, kind_of(value),
-                                                                PUBLISHER, field.sends))
+    parts = (where, name, field.what, kind_of(value), PUBLISHER, field.sends)
+    return IngestError("%sfield %s must be %s, got %s; %s %s" % parts)
 
 
 def _typed(raw: dict, fields: dict, where: str) -> dict:
@@ -263,8 +263,8 @@ def _typed(raw: dict, fields: dict, where: str) -> dict:
     for name, field in fields.items():
         if name not in raw:
             if field.required:
-                raise IngestError("%sfield %s is missing: it must be %s; %s %s" % (where, name, field.what,
-                                                                                  PUBLISHER, field.sends))
+                parts = (where, name, field.what, PUBLISHER, field.sends)
+                raise IngestError("%sfield %s is missing: it must be %s; %s %s" % parts)
             continue
         try:
             kept[name] = field.check(raw[name])
@@ -325,9 +325,9 @@ def check_batch(body) -> Batch:
     controller = body.get("controller")
     if controller is not None:
         if not isinstance(controller, dict):
-            raise IngestError("field controller must be an object of numbers, got %s; %s "
-                              '"controller": {"cpu_percent": 12.5, "rss": 104857600}' % (kind_of(controller),
-                                                                                          PUBLISHER))
+            example = '"controller": {"cpu_percent": 12.5, "rss": 104857600}'
+            raise IngestError("field controller must be an object of numbers, got %s; %s %s"
+                              % (kind_of(controller), PUBLISHER, example))
         controller = _typed(controller, CONTROLLER, "controller: ")
     return Batch(run_id, names.get("name") or "", names.get("label") or "", cleaned, controller)
 

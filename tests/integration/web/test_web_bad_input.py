@@ -40,8 +40,8 @@ def request(server, method, path, body=b"", headers=None, host=None):
 
 def ingest(server, body, token=TOKEN):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return request(server, "POST", "/api/ingest", data, {"Authorization": "Bearer %s" % token,
-                                                        "Content-Type": "application/json"})
+    headers = {"Authorization": "Bearer %s" % token, "Content-Type": "application/json"}
+    return request(server, "POST", "/api/ingest", data, headers)
 
 
 def batch(run_id, *events):
