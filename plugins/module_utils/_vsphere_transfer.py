@@ -86,8 +86,8 @@ class Session:
             try:
                 conn.request("GET", target, headers=headers)
                 return self._tag(conn.getresponse(), conn, key)
-            except (http.client.RemoteDisconnected, ConnectionError):
-                conn.close()  # the server dropped the idle connection: a new one below
+            except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLEOFError):
+                conn.close()  # the server (or a proxy) dropped the idle connection: a new one below
         if parts.scheme == "http":
             conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
         else:
