@@ -309,6 +309,77 @@ def remove_new_volumes(conn, paths):
     return removed
 
 
+class OrphanedJobWatch:
+    """A live migration job of ``name`` on the source that this run did not start: a killed run's module may
+    still drive it, or its module is gone and the job lives on in libvirtd.
+
+    It is never aborted here. An abort is only harmless in pre-copy, the job may switch to post-copy at any
+    moment (or already has: the guest then runs on the target and pulls its memory from the source), and
+    re-migrating after aborting a post-copy job panicked the guest. So the run waits for it; when
+    ``post_copy`` is allowed and pre-copy has not converged after ``post_copy_after`` seconds it asks for the
+    switch (libvirt refuses it unless the job was started with post-copy allowed); after ``timeout`` seconds
+    it refuses, naming ``virsh domjobabort`` for an operator who knows the job is still in pre-copy.
+    """
+
+    def __init__(self, conn, name, node, uri, opts, clock=time.monotonic):
+        self.conn, self.name, self.node, self.uri, self.opts = conn, name, node, uri, opts
+        self.asked_post_copy = False
+        self.seen = False
+        self._clock = clock
+
+    def stats(self):
+        """The job stats of an active job of the domain on the source, or None."""
+        try:
+            stats = self.conn.lookupByName(self.name).jobStats(0)
+        except libvirt.libvirtError:
+            return None
+        if stats.get("type", 0) in (0, getattr(libvirt, "VIR_DOMAIN_JOB_NONE", 0)):
+            return None
+        operation = stats.get("operation")
+        if operation is not None and operation != getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", operation):
+            return None
+        self.seen = True
+        return stats
+
+    def check(self, waited):
+        """None while waiting is right (or no job runs); the refusal message once ``timeout`` has passed."""
+        stats = self.stats()
+        if stats is None:
+            return None
+        if (self.opts.get("post_copy") and not self.asked_post_copy
+                and waited >= float(self.opts.get("post_copy_after") or 0)
+                and int(stats.get("memory_iteration", 0)) >= 2):
+            try:
+                self.conn.lookupByName(self.name).migrateStartPostCopy(0)
+            except libvirt.libvirtError:
+                pass  # not started with post-copy allowed, or already in post-copy
+            self.asked_post_copy = True
+        timeout = self.opts.get("timeout")
+        if timeout and waited >= timeout:
+            return ("a live migration of %s that an earlier, stopped run started is still running on node %s after "
+                    "%d s of waiting (%d of %d bytes sent); it was not aborted, because aborting a migration this run "
+                    "does not drive can lose the guest once it is in post-copy. Wait for it to finish and run again; "
+                    "only if it is still in pre-copy, abort it with 'virsh -c %s domjobabort %s' and run again"
+                    % (self.name, self.node, waited, int(stats.get("data_processed", 0)),
+                       int(stats.get("data_total", 0)), self.uri, self.name))
+        return None
+
+    def wait(self, progress=None, poll=0.5):
+        """Wait for the job to end; returns the refusal message when ``timeout`` passes first, else None."""
+        started = self._clock()
+        while True:
+            stats = self.stats()
+            if stats is None:
+                return None
+            if progress is not None:
+                progress.update("waiting for an earlier run's live migration", int(stats.get("data_processed", 0)),
+                                int(stats.get("data_total", 0)))
+            refusal = self.check(self._clock() - started)
+            if refusal:
+                return refusal
+            time.sleep(poll)
+
+
 # -- cold -----------------------------------------------------------------------------------------
 
 def shut_down(dom, timeout, force, clock=time.monotonic, sleep=time.sleep):

@@ -34,6 +34,8 @@ import re
 import signal
 import time
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._orphan_watch import heartbeat_path
+
 SUFFIX = ".v2kvm.lock"
 DEFAULT_SILENCE = 30.0  # seconds of heartbeat silence after which a holder's controller counts as gone
 DEFAULT_GRACE = 10.0  # seconds a stopped holder gets for its clean-up before SIGKILL
@@ -133,7 +135,7 @@ class TargetLock:
     """
 
     def __init__(self, path, heartbeat=None, what=None, silence=DEFAULT_SILENCE, grace=DEFAULT_GRACE,
-                 poll=0.25, on_wait=None, clock=time.monotonic):
+                 poll=0.25, on_wait=None, clock=time.monotonic, may_stop=None):
         self.path = path
         self.heartbeat = os.path.abspath(heartbeat) if heartbeat else None
         self.what = what
@@ -142,6 +144,7 @@ class TargetLock:
         self.poll = poll
         self.on_wait = on_wait
         self.taken_over = None
+        self.may_stop = may_stop  # may_stop(holder) false: never stop that holder, wait for it
         self._clock = clock
         self._fd = None
         self._pid = None
@@ -244,7 +247,9 @@ class TargetLock:
             return
         heartbeat = holder.get("heartbeat")
         reason = None
-        if heartbeat and self.heartbeat and os.path.abspath(heartbeat) == self.heartbeat:
+        if self.may_stop is not None and not self.may_stop(holder):
+            pass
+        elif heartbeat and self.heartbeat and os.path.abspath(heartbeat) == self.heartbeat:
             reason = "left running by an earlier, killed run of this job"
         elif heartbeat:
             silent = self._silent_for(holder)
@@ -313,7 +318,56 @@ class WaitReport:
             self._writer = self._factory(self._path)
         self._writer.update("waiting for %s (%d s)" % (describe(holder), waited), 0, 0)
 
+    def writer(self):
+        """The progress writer, opened now (for a caller that reports its own stages); None without a file."""
+        if self._writer is None and self._path:
+            self._writer = self._factory(self._path)
+        return self._writer
+
     def close(self):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def hold(path, progress_file=None, what=None, writer_factory=None, **options):
+    """Acquire the lock at ``path`` for a module whose controller beats on ``<progress_file>.alive``;
+    a wait is reported in ``progress_file`` through ``writer_factory`` (a ProgressWriter class). Returns the
+    held TargetLock; raises LockBusy."""
+    report = WaitReport(progress_file if writer_factory else None, writer_factory)
+    also = options.pop("on_wait", None)
+
+    def on_wait(holder, waited):
+        report(holder, waited)
+        if also is not None:
+            also(holder, waited)
+
+    lock = TargetLock(path, heartbeat=heartbeat_path(progress_file) if progress_file else None, what=what,
+                      on_wait=on_wait, **options)
+    try:
+        return lock.acquire()
+    finally:
+        report.close()
+
+
+def takeover_note(lock):
+    """A sentence about a holder this lock stopped, or None."""
+    taken = lock.taken_over
+    if not taken:
+        return None
+    return ("stopped process %d (%s) with %s to take over %s: %s"
+            % (taken["pid"], taken.get("what") or "unknown work", taken["signal"], lock.path, taken["reason"]))
+
+
+def own(module, path, what, writer_factory=None, **options):
+    """Hold the lock at ``path`` for an Ansible module (duck-typed: params, warn, fail_json) until it exits;
+    a stopped holder is reported as a warning, a holder that cannot be stopped fails the module."""
+    try:
+        lock = hold(path, module.params.get("progress_file"), what, writer_factory, **options)
+    except (LockBusy, OSError) as exc:
+        module.fail_json(msg="could not take the lock %s for %s: %s; stop the other run's module, then run again"
+                             % (path, what, exc))
+    note = takeover_note(lock)
+    if note:
+        module.warn(note)
+    return lock

@@ -23,6 +23,11 @@ description:
     an untouched O(dest) (same size and mtime) does nothing and reads no disk data; a changed source or a
     missing or modified O(dest) is converted again.
   - O(state=absent) removes O(dest), its sidecar and any leftover temporary file (used by rollback).
+  - While it works (not in check mode) the module holds an flock on C(.NAME.v2kvm.lock) beside O(dest), which
+    names its process and progress heartbeat, and removes it at the end. A conversion of the same O(dest) left
+    running by a killed run of the same job (same O(progress_file)) is stopped first (SIGTERM, its clean-up
+    runs); one of another run is waited for, and stopped only once its controller has not polled it for 30
+    seconds. The wait is reported in O(progress_file).
 options:
   disk:
     description:
@@ -61,6 +66,9 @@ options:
   state:
     description:
       - V(present) converts when needed; V(absent) removes O(dest), its sidecar and any temporary file.
+      - With V(absent) and O(disk) or O(src) given, O(dest) and its sidecar are removed only when the sidecar
+        records that source (a rollback removing what earlier runs of the same VM left); the temporary file
+        goes in any case.
     type: str
     choices: [present, absent]
     default: present
@@ -195,6 +203,16 @@ reason:
   returned: always
   type: str
   sample: source mtime_ns changed
+removed:
+  description: Files removed (or, in check mode, that would be) by O(state=absent).
+  returned: when state=absent
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/images/web01-vmdisk1.qcow2, /var/lib/libvirt/images/.web01-vmdisk1.qcow2.v2kvm.json]
+kept:
+  description: Why O(state=absent) left O(dest) in place (its sidecar records another source); null otherwise.
+  returned: when state=absent
+  type: str
 """
 
 # Ansible modules import after their documentation strings, hence the E402 waivers.
@@ -208,6 +226,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _convert_state as state_store  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _disk_room as disk_room  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _target_lock as target_lock  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._content_digest import content_digest, file_sha256  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted, raise_on_sigterm  # noqa: E402
@@ -271,12 +290,27 @@ def _remove(path):
     return True
 
 
+def _made_from(module, dest):
+    """With disk or src given: whether dest's sidecar records that source (same real path and offset)."""
+    disk, params = module.params["disk"], module.params
+    path = (disk.get("path") or params["container"]) if disk is not None else params["src"]
+    offset = int((disk or {}).get("offset") or 0)
+    recorded = (state_store.read_sidecar(dest) or {}).get("source") or {}
+    return bool(path) and recorded.get("path") == os.path.realpath(path) and recorded.get("offset") == offset
+
+
 def _absent(module, dest):
     sidecar = state_store.sidecar_path(dest)
     part = state_store.part_path(dest)
     existing = [path for path in (dest, sidecar, part) if os.path.lexists(path)]
+    kept = None
+    if (module.params["disk"] is not None or module.params["src"]) and existing != [part] and existing \
+            and not _made_from(module, dest):
+        kept = "kept %s: its sidecar does not record this source" % dest
+        existing = [path for path in existing if path == part]
+    reason = "removed %s" % ", ".join(existing) if existing else "nothing to remove"
     result = {"changed": bool(existing), "dest": dest, "dest_format": module.params["dest_format"],
-              "reason": "removed %s" % ", ".join(existing) if existing else "nothing to remove"}
+              "reason": "%s; %s" % (reason, kept) if kept else reason, "removed": existing, "kept": kept}
     if module._diff:
         result["diff"] = {"before": state_store.summary(state_store.read_sidecar(dest)), "after": {}}
     if existing and not module.check_mode:
@@ -463,6 +497,14 @@ def _present(module, dest):
     module.exit_json(**result)
 
 
+def _own(module, dest):
+    """Hold the lock beside dest for the rest of the run (released at exit), so a module left running by a
+    killed run never works on the same .part: it is stopped, or waited for (see _target_lock). Check mode
+    writes nothing and takes no lock."""
+    if not module.check_mode and os.path.isdir(os.path.dirname(dest)):
+        target_lock.own(module, target_lock.lock_path(dest), "conversion to %s" % dest, ProgressWriter)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -484,6 +526,7 @@ def main():
     )
     dest = os.path.abspath(module.params["dest"])
     module.params["dest"] = dest
+    _own(module, dest)
     if module.params["state"] == "absent":
         _absent(module, dest)
     _present(module, dest)

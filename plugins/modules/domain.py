@@ -133,6 +133,16 @@ options:
       - Whether libvirt starts the domain when the host boots.
     type: bool
     default: false
+  only_unfinished:
+    description:
+      - With O(state=absent), remove the domain only when its v2kvm metadata records an unfinished migration
+        (any phase but C(validated)) of the same source as O(spec) (same source type and path). A domain
+        without v2kvm metadata, one migrated from another source, and a validated one are left alone and
+        RV(kept) says why.
+      - The rollback of the role C(v2kvm.migrate.migrate_vm) uses it, so what earlier interrupted runs of the same VM
+        left goes too, while a finished migration is never removed.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - v2kvm.migrate.libvirt
@@ -228,6 +238,17 @@ removed_volumes:
   returned: when state is absent
   type: list
   elements: str
+kept:
+  description:
+    - Why O(only_unfinished=true) left the domain in place; null when it was removed or did not exist.
+  returned: when state is absent
+  type: str
+  sample: "a finished migration (validated at 2025-01-01T10:00:00Z): only_unfinished keeps it"
+phase:
+  description: The migration phase the domain's metadata recorded before it was removed or kept (null without).
+  returned: when state is absent
+  type: str
+  sample: defined
 """
 
 import os
@@ -437,13 +458,43 @@ def delete_owned_volumes(module, conn, metadata):
     return removed
 
 
+def _same_source(recorded, wanted):
+    """Whether the metadata's source is the spec's (type and path; file paths compared by real path)."""
+    recorded, wanted = recorded or {}, wanted or {}
+    if not recorded.get("path") or recorded.get("type") != wanted.get("type"):
+        return False
+    if recorded["path"] == wanted.get("path"):
+        return True
+    return bool(wanted.get("path")) and os.path.realpath(recorded["path"]) == os.path.realpath(wanted["path"])
+
+
+def unfinished_refusal(metadata, spec):
+    """Why only_unfinished must keep the domain, or None when it is an unfinished migration of this source."""
+    if metadata is None:
+        return "it carries no v2kvm migration metadata (not made by this collection): only_unfinished keeps it"
+    if not _same_source(metadata.get("source"), (spec or {}).get("source")):
+        return ("its metadata records a migration of another source (%s %s): only_unfinished keeps it"
+                % ((metadata.get("source") or {}).get("type"), (metadata.get("source") or {}).get("path")))
+    if metadata.get("phase") == "validated":
+        return ("a finished migration (validated at %s): only_unfinished keeps it"
+                % (metadata.get("validated_at") or "an unknown time"))
+    return None
+
+
 def ensure_absent(module, conn, name):
     dom = lookup_domain(conn, name)
-    result = dict(changed=False, name=name, uuid=None, restart_required=False, removed_volumes=[])
+    result = dict(changed=False, name=name, uuid=None, restart_required=False, removed_volumes=[], kept=None,
+                  phase=None)
     if dom is None:
         module.exit_json(**result)
     live_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     metadata = meta_xml.from_domain_xml(live_xml)
+    result["phase"] = (metadata or {}).get("phase")
+    if module.params["only_unfinished"]:
+        refusal = unfinished_refusal(metadata, module.params["spec"])
+        if refusal:
+            result.update(uuid=dom.UUIDString(), kept=refusal)
+            module.exit_json(**result)
     result.update(changed=True, uuid=dom.UUIDString())
     owned = [v["path"] for v in (metadata or {}).get("volumes") or [] if v.get("owned")]
     if module.params["remove_volumes"] and metadata is None:
@@ -490,8 +541,9 @@ def main():
             state=dict(type="str", choices=["present", "absent"], default="present"),
             remove_volumes=dict(type="bool", default=False),
             autostart=dict(type="bool", default=False),
+            only_unfinished=dict(type="bool", default=False),
         ),
-        required_if=[("state", "present", ("spec", "disks"))],
+        required_if=[("state", "present", ("spec", "disks")), ("only_unfinished", True, ("spec",))],
         required_one_of=[("name", "spec")],
         supports_check_mode=True,
     )

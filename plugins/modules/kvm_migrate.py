@@ -25,6 +25,11 @@ description:
     VM that is not running (C(VM must be running for live migration)), a target without enough free
     memory or pool space (C(Not enough capacity on node X ...)).
   - A VM already on the target and gone from the source is reported unchanged.
+  - One migration per VM at a time (a lock under C(~/.ansible/v2kvm/locks) of the user on the host running the
+    module). A cold migration left running by a killed run of the same job (same O(progress_file)) is stopped
+    first, and rolls back. A live migration left by a killed run is never aborted (an abort can lose a guest in
+    post-copy); this run waits for it, switches it to post-copy when O(post_copy) allows and it has not
+    converged after O(post_copy_after) seconds, and after O(timeout) seconds fails naming C(virsh domjobabort).
 options:
   name:
     description: Name of the libvirt domain to move.
@@ -252,6 +257,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _kvm_migration as mig
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _target_lock as target_lock
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
     HAS_LIBVIRT,
     LIBVIRT_IMPORT_ERROR,
@@ -344,6 +350,34 @@ def run_cold(module, p, src_conn, dst_conn, dom, progress, result):
                       p["name"], p["source"], p["target"], elapsed, summary["stopped"], summary["bytes_copied"]))
 
 
+def _own_vm(module, p, src_conn, src_node, result):
+    """One migration of a VM at a time from this host. A cold migration left running by a killed run of the same
+    job is stopped (it rolls back, as on Ctrl-C); a live one is never stopped, since its module aborts the job
+    when stopped: this run waits for it (see mig.OrphanedJobWatch), and so it does for a live job whose module
+    is gone."""
+    job = mig.OrphanedJobWatch(src_conn, p["name"], p["source"], src_node["uri"], p)
+
+    def on_wait(holder, waited):
+        refusal = job.check(waited)
+        if refusal:
+            module.fail_json(msg=refusal, **result)
+
+    target_lock.own(module, target_lock.state_lock_path("kvm_migrate", p["name"]),
+                    "%s migration of %s" % (p["mode"], p["name"]), ProgressWriter, on_wait=on_wait,
+                    may_stop=lambda holder: not str(holder.get("what") or "").startswith("live"))
+    if job.stats() is None:
+        return
+    report = target_lock.WaitReport(p["progress_file"], ProgressWriter)
+    try:
+        refusal = job.wait(progress=report.writer())
+    finally:
+        report.close()
+    if refusal:
+        module.fail_json(msg=refusal, **result)
+    if job.seen:
+        module.warn("waited for a live migration of %s that an earlier, stopped run had started" % p["name"])
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -384,6 +418,8 @@ def main():
         module.fail_json(msg=str(exc), **result)
     src_conn = _open(module, src_node, result)
     dst_conn = _open(module, dst_node, result)
+    if not module.check_mode:
+        _own_vm(module, p, src_conn, src_node, result)
     # A stopped run (Ctrl-C on the controller, the orphan watchdog) aborts a live migration and rolls a
     # cold one back instead of dying in the middle of it. Once: the abort or rollback must run to its end.
     raise_on_sigterm(once=True)

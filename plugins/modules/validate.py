@@ -27,6 +27,10 @@ description:
   - With O(progress_file) (the action plugin sets one, so dashboards follow the task live) each comparison
     reports its bytes as stage C(compare <target file>), and the boot wait reports the console's latest line,
     prefixed with C(boot), as its stage, without a byte count.
+  - While it works (not in check mode) the module holds a lock per domain (under C(~/.ansible/v2kvm/locks) of the
+    user it runs as). A validation of the same domain left running by a killed run of the same job (same
+    O(progress_file)) is stopped first (it stops the guest it started); one of another run is waited for, and
+    stopped only once its controller has not polled it for 30 seconds.
 options:
   name:
     description:
@@ -216,6 +220,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_xml as dxml
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img as qemu_img
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _serial_verdict as sv
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _target_lock as target_lock
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._domain_metadata import parse_libvirt_xml
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
@@ -538,6 +543,11 @@ def main():
     if module.params["boot_timeout"] < 1:
         module.fail_json(msg="boot_timeout must be at least 1 second")
     conn = connect_for_module(module, module.params["uri"])
+    if not module.check_mode:
+        # One validation per domain: one left running by a killed run never boots or stops the guest under us.
+        target_lock.own(module, target_lock.state_lock_path("validate", "%s@%s" % (module.params["name"],
+                                                                                 module.params["uri"])),
+                        "validation of %s" % module.params["name"], ProgressWriter)
     report = Report(module.params["progress_file"])
     # Once: stopping the guest this run started must not be cut short by a second signal.
     previous = raise_on_sigterm(once=True)

@@ -31,6 +31,15 @@ description:
     O(method=nfc) the new run gets a new lease; a C(.part) described (in the C(.part.json) beside it) as the same
     VM, disk and backing file is resumed through it after its last MiB was compared with what the new lease
     serves; if the lease manifest then does not confirm the whole file, the disk is downloaded again from the start.
+  - A connection that breaks mid-download is opened again and the download resumed with C(Range) in the same run
+    (5 attempts, waiting 1 to 8 seconds); vSphere calls that only read are retried the same way. A O(dest) that
+    fills up fails naming the file system and the bytes still to come, and keeps the C(.part) for the next run.
+    A physical-mode RDM disk, or a disk whose backing path leaves its datastore, is refused before the VM is
+    touched.
+  - While it works (not in check mode) the module holds an flock on C(.NAME.v2kvm.lock) beside O(dest). An
+    export into the same O(dest) left running by a killed run of the same job (same O(progress_file)) is stopped
+    first (its C(.part) files stay resumable); one of another run is waited for, and stopped only once its
+    controller has not polled it for 30 seconds.
   - Power handling. A running VM is shut down through the guest (VMware Tools) and waited for up to O(shutdown_timeout)
     seconds; a hard power-off happens only with O(allow_hard_power_off=true). If anything fails after this
     module powered the VM off, it powers the VM on again. After a successful cold export the VM stays off.
@@ -214,6 +223,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _target_lock as target_lock
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
 from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError
@@ -362,6 +372,10 @@ def main():
     secrets = [params["password"]]
     if not os.path.isdir(params["dest"]):
         module.fail_json(msg="dest %s is not a directory. Fix: create it first (the role does)." % params["dest"])
+    if not module.check_mode:
+        # One export per work dir: a module a killed run left behind is stopped (same job) or waited for.
+        target_lock.own(module, target_lock.lock_path(params["dest"]), "export into %s" % params["dest"],
+                        ProgressWriter)
     raise_on_sigterm()
     result = dict(changed=False, method=params["method"], power_actions=[])
     writer = ProgressWriter(params["progress_file"]) if params["progress_file"] and not module.check_mode else None
@@ -370,6 +384,7 @@ def main():
             ref, props, place, portgroups = selected_vm(conn, params)
             spec = vspec.build_spec(ref, props, place, conn.host, portgroups=portgroups)
             result["original_power_state"] = spec["source"]["power_state"]
+            vexport.check_exportable(spec)  # before any power operation, in check mode too
             if params["method"] == "warm":
                 _warm(module, conn, ref, spec, vexport, writer, result)
             else:
