@@ -35,6 +35,8 @@ options:
     description:
       - Only consider the domain of this name (when the migration renamed the VM, several domains came
         from one source, or the source is not a file).
+      - A name that is not a valid domain name (a vCenter VM called C(Web Server 01)) is looked up as the
+        domain name derived from it, as the source phase would have named it.
     type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes

@@ -19,8 +19,9 @@ description:
 options:
   spec_name:
     description:
-      - Name to give the spec (the libvirt domain name) instead of the vCenter VM name, for a VM whose name
-        does not match the spec's name rule. Needs one selected VM.
+      - Name to give the spec (the libvirt domain name) instead of the vCenter VM name. Needs one selected VM.
+      - Without it, a vCenter name that does not match the spec's name rule gets a derived domain name (the
+        same on every run, see docs/vm-spec.md) and the vCenter name is kept in C(spec.original_name).
     type: str
 extends_documentation_fragment:
   - v2kvm.migrate.vsphere
