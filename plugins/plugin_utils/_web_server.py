@@ -12,7 +12,9 @@ Two modes, same code (docs/web-dashboard.md):
 
 Secure by default: binds 127.0.0.1, writes always need the token, reads need it with
 ``--auth-reads``, WebSocket Origin must be this server (or ``--allow-origin``), at most
-``--max-clients`` WebSocket clients, ingest is rate limited, TLS with ``--tls-cert``/``--tls-key``.
+``--max-clients`` WebSocket clients, ingest is rate limited, TLS with ``--tls-cert``/``--tls-key``,
+a ``Host`` other than its address, localhost or ``--allow-host`` gets 421 (DNS rebinding). What ingest
+accepts (strict JSON, a typed schema, whole batches) is ``_web_ingest.py``; the per-run caps are the hub's.
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ async def exchange(port, requests, statuses, failures):
         answer = await reader.readexactly(int(fields.get("content-length", 0)))
         statuses[status] += 1
         if status >= 500 and len(failures) < 3:
-            failures.append((status, answer[:300], raw[:600]))
+            failures.append((status, answer[:300], raw[:600].replace(TOKEN.encode(), b"<token>")))
         if fields.get("connection", "").lower() == "close":
             writer.close()
             conn = None
