@@ -23,7 +23,7 @@ sanity: setup
 integration: setup
 	.venv/bin/pytest tests/integration -q
 
-bench: setup
+bench:
 	scripts/bench.sh
 
 demo-clean: setup
