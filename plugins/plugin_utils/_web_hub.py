@@ -237,7 +237,8 @@ class Hub:
         if vm is None:
             return {"id": job_id(run.id, host), "run": run.id, "host": host, "gone": True}
         return {
-            "id": job_id(run.id, host), "run": run.id, "host": vm.host, "name": vm.name, "status": vm.status,
+            "id": job_id(run.id, host), "run": run.id, "host": vm.host, "name": vm.name,
+            "original_name": vm.original_name, "status": vm.status,
             "stage": vm.stage, "task": vm.task, "pct": vm.percent, "done": vm.done, "total": vm.total,
             "rate": vm.rate, "eta": vm.eta, "source": vm.source_type, "target": run.targets.get(host, ""),
             "started": vm.started, "finished": vm.finished, "error": vm.error,

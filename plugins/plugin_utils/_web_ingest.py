@@ -24,6 +24,8 @@ import json
 import math
 import re
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import untrusted
+
 EVENT_TYPES = ("run_start", "play_start", "task_start", "progress", "task_end", "vm_end", "run_end")
 TASK_STATUSES = ("ok", "changed", "failed", "skipped", "unreachable", "ignored")
 VM_VERDICTS = ("succeeded", "failed")
@@ -134,8 +136,9 @@ def _text(limit):
             return None
         if not isinstance(value, str):
             raise ValueError
-        # Lone surrogates (\ud800) cannot be stored as UTF-8 (history, logs): replaced, not refused.
-        return value[:limit].encode("utf-8", "replace").decode("utf-8")
+        # Lone surrogates (\ud800) cannot be stored as UTF-8 (history, logs): replaced, not refused. Any
+        # publisher may post: control characters are escaped here as the callbacks escape theirs.
+        return untrusted(value[:limit].encode("utf-8", "replace").decode("utf-8"))
     return check
 
 
@@ -235,6 +238,7 @@ SCHEMA = {
                         required=True),
         "msg": Field("the failure message (a string)", '"msg": "no space left"', _text(2000)),
         "spec_name": Field("the VM name (a string)", '"spec_name": "web01"', _text(255)),
+        "original_name": Field("the source's own VM name (a string)", '"original_name": "Web Server 01"', _text(255)),
         "source_type": Field("the source kind (a string)", '"source_type": "ova"', _text(64)),
         "phase": Field("the role's phase (a string)", '"phase": "convert"', _text(64)),
         "verdict": Field("the module's verdict object", '"verdict": {"booted": true, "reason": "..."}',

@@ -312,7 +312,7 @@
   // -- table -----------------------------------------------------------------------------------
 
   var SORTERS = {
-    name: function (j) { return (j.name || j.host || "").toLowerCase(); },
+    name: function (j) { return (j.original_name || j.name || j.host || "").toLowerCase(); },
     status: function (j) { return j.status || ""; },
     pct: function (j) { return j.status === "succeeded" ? 100 : (j.pct || 0); },
     stage: function (j) { return (j.stage || "").toLowerCase(); },
@@ -326,7 +326,7 @@
   function matches(j) {
     if (state.status && j.status !== state.status) { return false; }
     if (!state.filter) { return true; }
-    var hay = ((j.name || "") + " " + (j.host || "") + " " + (j.stage || "") + " " + (j.target || "") + " " +
+    var hay = ((j.name || "") + " " + (j.original_name || "") + " " + (j.host || "") + " " + (j.stage || "") + " " + (j.target || "") + " " +
       (j.source || "")).toLowerCase();
     return hay.indexOf(state.filter) >= 0;
   }
@@ -385,7 +385,7 @@
     slot.id = j.id;
     put(slot, "id", j.id, function (v) { slot.tr.dataset.id = v; });
     put(slot, "selected", j.id === state.selected, function (v) { slot.tr.classList.toggle("selected", v); });
-    put(slot, "name", j.name || j.host || "", function (v) { c.vmName.textContent = v; });
+    put(slot, "name", j.original_name || j.name || j.host || "", function (v) { c.vmName.textContent = v; });
     put(slot, "host", j.name && j.name !== j.host ? j.host : "", function (v) { c.vmHost.textContent = v; });
     var status = String(j.status || "");
     var statusClass = status.replace(/[^a-z]/g, "");
@@ -518,10 +518,10 @@
 
   function renderDetail(d) {
     var j = d.job;
-    $("detail-title").textContent = (j.name || j.host) + " — " + j.status;
+    $("detail-title").textContent = (j.original_name || j.name || j.host) + " — " + j.status;
     var fields = $("detail-fields");
     fields.replaceChildren();
-    [["VM", j.name], ["Inventory host", j.host], ["Run", (d.run.name || "") + " " + (d.run.label || "") + " (" + d.run.id + ")"],
+    [["VM", j.name], ["Source name", j.original_name], ["Inventory host", j.host], ["Run", (d.run.name || "") + " " + (d.run.label || "") + " (" + d.run.id + ")"],
      ["Status", j.status], ["Task", j.task], ["Stage", j.stage],
      ["Progress", j.total ? humanBytes(j.done) + " / " + humanBytes(j.total) : "-"], ["Rate", mbps(j.rate) + " MB/s"],
      ["Source", j.source || "-"], ["Target host", j.target || "-"], ["Started", clock(j.started)],

@@ -206,3 +206,17 @@ def test_scripts_web_dashboard_leaves_no_temporary_folder(web_server, tmp_path):
     assert ingest(server, batch("r1", *START))[0] == 202
     server.stop()
     assert os.listdir(scratch) == []
+
+
+def test_control_characters_from_any_publisher_are_escaped_and_the_source_name_is_served(web_server):
+    """A publisher that is not our callback (which escapes already) posts ESC, CR/LF and a bidi override in a
+    failure message: the API serves them escaped. A derived domain name comes with the source's own name."""
+    server = web_server()
+    hostile = "boom\x1b[2J\r\nok: [vm2] => fine\u202e"
+    code, answer = ingest(server, batch("r1", *START, {
+        "type": "task_end", "host": "vm1", "task": "Read the source", "status": "failed", "msg": hostile,
+        "spec_name": "Web-Server-01-1a2b3c4d", "original_name": "Web Server 01"}))
+    assert code == 202, answer
+    jobs = {job["host"]: job for job in request(server, "GET", "/api/jobs")[1]["jobs"]}
+    assert jobs["vm1"]["error"] == "boom\\x1b[2J\\r\\nok: [vm2] => fine\\u202e"
+    assert jobs["vm1"]["name"] == "Web-Server-01-1a2b3c4d" and jobs["vm1"]["original_name"] == "Web Server 01"
