@@ -545,8 +545,8 @@ def main():
     conn = connect_for_module(module, module.params["uri"])
     if not module.check_mode:
         # One validation per domain: one left running by a killed run never boots or stops the guest under us.
-        target_lock.own(module, target_lock.state_lock_path("validate", "%s@%s" % (module.params["name"],
-                                                                                 module.params["uri"])),
+        lock_name = "%s@%s" % (module.params["name"], module.params["uri"])
+        target_lock.own(module, target_lock.state_lock_path("validate", lock_name),
                         "validation of %s" % module.params["name"], ProgressWriter)
     report = Report(module.params["progress_file"])
     # Once: stopping the guest this run started must not be cut short by a second signal.

@@ -67,7 +67,7 @@ class Run:
         heartbeating) the job it started. The tree is frozen first (SIGSTOP), so nothing forks between the listing
         and the kill. Modules async_wrapper daemonized are no longer under the run: they survive."""
         tree = {self.proc.pid}
-        for _ in range(3):
+        for _attempt in range(3):
             for pid in tree:
                 try:
                     os.kill(pid, signal.SIGSTOP)
