@@ -189,7 +189,7 @@ import os, sys, time
 from ansible_collections.v2kvm.migrate.plugins.module_utils._target_lock import TargetLock
 
 path, log = sys.argv[1:3]
-for _ in range(15):
+for _round in range(15):
     lock = TargetLock(path, poll=0.01).acquire()
     with open(log, "a") as fh:
         fh.write("in %d\n" % os.getpid())
@@ -204,7 +204,7 @@ for _ in range(15):
 def test_contenders_never_overlap(tmp_path, contenders):
     log = str(tmp_path / "log")
     procs = [subprocess.Popen([sys.executable, "-c", COUNTER, target(tmp_path), log], env=_env())
-             for _ in range(contenders)]
+             for _proc in range(contenders)]
     for proc in procs:
         assert proc.wait(timeout=120) == 0
     with open(log) as fh:
