@@ -37,19 +37,31 @@ import urllib.parse
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_history import History
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import MAX_RUN_EVENTS, Hub, RunFullError
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import IngestError, loads, parse_batch, show
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import ProcessSampler
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import RUNNING
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import MAX_EVENTS
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import (
+    ProcessSampler, missing_server_libraries)
 
 try:
     from aiohttp import WSMsgType, web
     HAS_AIOHTTP = True
-    AIOHTTP_IMPORT_ERROR = None
-except ImportError:  # the callback reports it; the server cannot start without it
+except ImportError:  # main() and the callback name what to install; the server cannot start without it
     HAS_AIOHTTP = False
-    AIOHTTP_IMPORT_ERROR = traceback.format_exc()
+
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+    HAS_PROMETHEUS = True
+except ImportError:  # as for aiohttp
+    HAS_PROMETHEUS = False
+    Collector = object
 
 _middleware = web.middleware if HAS_AIOHTTP else (lambda func: func)
 
 
+MAX_BODY = 1 << 20  # bytes of one ingest request (the publisher splits its backlog to fit, _web_publisher.py)
+MAX_JOB_SERIES = 1000  # running jobs with series of their own in /metrics: bounded, whatever a publisher sends
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_static")
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 MAX_RATE_KEYS = 4096
@@ -181,15 +193,17 @@ class DashboardServer:
         self.limiter = TokenBucket(config.ingest_rate, config.ingest_burst)
         self.allowed_hosts = {host_name(name) for name in (config.host, *LOCAL_NAMES, *config.allow_hosts)}
         self.sampler = ProcessSampler(config.sample_pid) if config.sample_pid else None
-        self.own = ProcessSampler()
-        self.own.sample()
+        # One registry per server (never the process-wide default one): the hub's metrics and this process's.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(HubCollector(self))
+        ProcessCollector(registry=self.registry)
         self.started = time.time()
         self._tasks: list = []
 
     # -- app --------------------------------------------------------------------------------------
 
     def make_app(self):
-        app = web.Application(middlewares=[self._headers, self._host_check, self._auth], client_max_size=1 << 20)
+        app = web.Application(middlewares=[self._headers, self._host_check, self._auth], client_max_size=MAX_BODY)
         app.router.add_get("/", self.page)
         app.router.add_static("/static/", STATIC, follow_symlinks=False)
         app.router.add_get("/api/metrics", self.api_metrics)
@@ -363,15 +377,28 @@ class DashboardServer:
             return web.json_response({"error": "rate limit: at most %g requests/s, retry in %.1f s"
                                       % (self.config.ingest_rate, wait)}, status=429,
                                      headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        if (request.content_length or 0) > MAX_BODY:
+            return self._too_big(request.content_length)
         try:
             count = self.ingest_batch(await request.read())
+        except web.HTTPRequestEntityTooLarge:  # a body without Content-Length that grew past the limit
+            return self._too_big(None)
         except RunFullError as exc:
             self.stats.ingest_rejected += 1
-            return web.json_response({"error": "run full: %s" % exc}, status=413)
+            # "reason" tells the publisher that smaller batches would not help (unlike "too_big").
+            return web.json_response({"error": "run full: %s" % exc, "reason": "run_full"}, status=413)
         except IngestError as exc:
             self.stats.ingest_rejected += 1
             return web.json_response({"error": "bad ingest request: %s" % exc}, status=400)
         return web.json_response({"accepted": count}, status=202)
+
+    def _too_big(self, size):
+        self.stats.ingest_rejected += 1
+        return web.json_response(
+            {"error": "batch too big (%s bytes): at most %d bytes and %d events per request; send the events in "
+                      "smaller batches (the publisher of v2kvm.migrate splits its own)"
+                      % (size if size is not None else "more than %d" % MAX_BODY, MAX_BODY, MAX_EVENTS),
+             "reason": "too_big", "max_bytes": MAX_BODY, "max_events": MAX_EVENTS}, status=413)
 
     # -- WebSocket --------------------------------------------------------------------------------
 
@@ -451,48 +478,8 @@ class DashboardServer:
     # -- Prometheus -------------------------------------------------------------------------------
 
     async def prometheus(self, request):
-        m = self.hub.metrics()
-        own = self.own
-        cpu = own.cpu_seconds()
-        lines = [
-            "# HELP v2kvm_jobs Migration jobs (VMs) known to this dashboard, by status.",
-            "# TYPE v2kvm_jobs gauge",
-        ]
-        for status, key in (("running", "active"), ("succeeded", "completed"), ("failed", "failed"),
-                            ("pending", "queued")):
-            lines.append('v2kvm_jobs{status="%s"} %d' % (status, m[key]))
-        rows = [
-            ("v2kvm_data_processed_bytes", "gauge", "Bytes converted so far by the runs in view.", m["data_processed"]),
-            ("v2kvm_average_throughput_bytes_per_second", "gauge", "Bytes moved / time spent moving them.",
-             m["average_throughput"] or 0),
-            ("v2kvm_runs", "gauge", "Runs in view.", m["runs"]),
-            ("v2kvm_websocket_clients", "gauge", "Connected WebSocket clients.", len(self.clients)),
-            ("v2kvm_events_ingested_total", "counter", "Events folded since start.", self.hub.events_total),
-            ("v2kvm_ingest_requests_total", "counter", "Ingest requests received.", self.stats.ingest_requests),
-            ("v2kvm_ingest_rejected_total", "counter", "Ingest requests refused (rate, bad input).",
-             self.stats.ingest_rejected),
-            ("v2kvm_websocket_refused_total", "counter", "WebSocket clients refused (cap, origin).",
-             self.stats.ws_refused),
-            ("v2kvm_auth_failures_total", "counter", "Requests refused for a missing or wrong token.",
-             self.stats.auth_failures),
-            ("v2kvm_host_refused_total", "counter", "Requests refused for a Host name not allowed (421).",
-             self.stats.host_refused),
-        ]
-        ctl = self.hub.controller()
-        if ctl.get("cpu_percent") is not None:
-            rows.append(("v2kvm_controller_cpu_percent", "gauge", "Ansible controller CPU, % of one core.",
-                         ctl["cpu_percent"]))
-        if ctl.get("rss") is not None:
-            rows.append(("v2kvm_controller_resident_memory_bytes", "gauge", "Ansible controller RSS.", ctl["rss"]))
-        if cpu is not None:
-            rows.append(("process_cpu_seconds_total", "counter", "CPU time of this server.", cpu))
-        sample = own.sample()
-        if sample.get("rss") is not None:
-            rows.append(("process_resident_memory_bytes", "gauge", "RSS of this server.", sample["rss"]))
-        for name, kind, text, value in rows:
-            lines += ["# HELP %s %s" % (name, text), "# TYPE %s %s" % (name, kind), "%s %s" % (name, _num(value))]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
-                            headers={"Cache-Control": "no-store"}, charset="utf-8")
+        return web.Response(body=generate_latest(self.registry), headers={
+            "Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
     # -- embedded feed ----------------------------------------------------------------------------
 
@@ -517,8 +504,75 @@ class DashboardServer:
         stop.set()
 
 
-def _num(value) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
+class HubCollector(Collector):
+    """The dashboard's state as Prometheus metric families, read from the hub at each scrape.
+
+    Label values (run names and labels, host names) come from publishers: prometheus_client escapes them."""
+
+    def __init__(self, server: DashboardServer):
+        self.server = server
+
+    def collect(self):
+        server, hub = self.server, self.server.hub
+        m = hub.metrics()
+        jobs = GaugeMetricFamily("v2kvm_jobs", "Migration jobs (VMs) known to this dashboard, by status.",
+                                 labels=["status"])
+        for status, key in (("running", "active"), ("succeeded", "completed"), ("failed", "failed"),
+                            ("pending", "queued")):
+            jobs.add_metric([status], m[key])
+        yield jobs
+        gauges = (
+            ("v2kvm_data_processed_bytes", "Bytes converted so far by the runs in view.", m["data_processed"]),
+            ("v2kvm_average_throughput_bytes_per_second", "Bytes moved / time spent moving them.",
+             m["average_throughput"] or 0),
+            ("v2kvm_runs", "Runs in view.", m["runs"]),
+            ("v2kvm_websocket_clients", "Connected WebSocket clients.", len(server.clients)),
+        )
+        for name, text, value in gauges:
+            yield GaugeMetricFamily(name, text, value=value)
+        stats = server.stats
+        counters = (
+            ("v2kvm_events_ingested_total", "Events folded since start.", hub.events_total),
+            ("v2kvm_ingest_requests_total", "Ingest requests received.", stats.ingest_requests),
+            ("v2kvm_ingest_rejected_total", "Ingest requests refused (rate, bad input, too big, run full).",
+             stats.ingest_rejected),
+            ("v2kvm_websocket_refused_total", "WebSocket clients refused (cap, origin).", stats.ws_refused),
+            ("v2kvm_auth_failures_total", "Requests refused for a missing or wrong token.", stats.auth_failures),
+            ("v2kvm_host_refused_total", "Requests refused for a Host name not allowed (421).", stats.host_refused),
+        )
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        ctl = hub.controller()
+        if ctl.get("cpu_percent") is not None:
+            yield GaugeMetricFamily("v2kvm_controller_cpu_usage_ratio",
+                                    "Ansible controller CPU time per second (1 = one core busy).",
+                                    value=ctl["cpu_percent"] / 100.0)
+        if ctl.get("rss") is not None:
+            yield GaugeMetricFamily("v2kvm_controller_resident_memory_bytes", "Ansible controller RSS.",
+                                    value=ctl["rss"])
+        yield from self._runs_and_jobs(hub)
+
+    @staticmethod
+    def _runs_and_jobs(hub):
+        info = GaugeMetricFamily("v2kvm_run_info", "Runs in view (always 1): their name and label.",
+                                 labels=["run", "name", "label"])
+        done = GaugeMetricFamily("v2kvm_job_processed_bytes", "Bytes converted so far by a running job.",
+                                 labels=["run", "host"])
+        size = GaugeMetricFamily("v2kvm_job_size_bytes", "Bytes a running job's current transfer has to move.",
+                                 labels=["run", "host"])
+        rate = GaugeMetricFamily("v2kvm_job_throughput_bytes_per_second", "Current throughput of a running job.",
+                                 labels=["run", "host"])
+        series = 0
+        for run in hub.runs.values():
+            info.add_metric([run.id, run.name or run.board.playbook, run.label], 1)
+            for host, vm in run.board.vms.items():
+                if vm.status != RUNNING or series >= MAX_JOB_SERIES:
+                    continue
+                series += 1
+                done.add_metric([run.id, host], vm.done)
+                size.add_metric([run.id, host], vm.total)
+                rate.add_metric([run.id, host], vm.rate or 0)
+        yield from (info, done, size, rate)
 
 
 def _dumps(data) -> str:
@@ -623,9 +677,10 @@ def parse_args(argv=None) -> Config:
 
 
 def main(argv=None) -> int:
-    if not HAS_AIOHTTP:
-        print("the web dashboard needs the Python library aiohttp (pip install aiohttp):\n%s"
-              % AIOHTTP_IMPORT_ERROR, file=sys.stderr)
+    missing = missing_server_libraries()
+    if missing or not (HAS_AIOHTTP and HAS_PROMETHEUS):
+        print("\n".join(missing or ["the web dashboard cannot import aiohttp or prometheus_client: see above"]),
+              file=sys.stderr)
         return 2
     config = parse_args(argv)
     asyncio.run(serve(config))

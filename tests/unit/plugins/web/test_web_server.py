@@ -11,6 +11,8 @@ import pytest
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_history import History  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import job_id  # noqa: E402
@@ -216,17 +218,62 @@ def test_job_detail_holds_events_errors_and_validation_verdicts(tmp_path):
     run(scenario())
 
 
+def _samples(text):
+    """{(sample name, sorted labels): value} of a Prometheus text body, read by prometheus_client's own parser."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def test_prometheus_metrics_and_healthz(tmp_path):
     async def scenario():
         server, client = await _client(tmp_path)
         try:
             server.hub.ingest("r1", events_of_a_run(), controller={"cpu_percent": 7.5, "rss": 1 << 26})
-            text = await (await client.get("/metrics")).text()
-            assert 'v2kvm_jobs{status="running"} 1' in text and 'v2kvm_jobs{status="pending"} 1' in text
-            assert "v2kvm_data_processed_bytes %s" % float(256 << 20) in text
-            assert "v2kvm_controller_cpu_percent 7.5" in text and "process_cpu_seconds_total" in text
+            response = await client.get("/metrics")
+            assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+            samples = _samples(await response.text())
+            assert samples[("v2kvm_jobs", (("status", "running"),))] == 1
+            assert samples[("v2kvm_jobs", (("status", "pending"),))] == 1
+            assert samples[("v2kvm_data_processed_bytes", ())] == 256 << 20
+            assert samples[("v2kvm_controller_cpu_usage_ratio", ())] == 0.075
+            assert samples[("v2kvm_controller_resident_memory_bytes", ())] == 1 << 26
+            assert samples[("v2kvm_events_ingested_total", ())] == 4
+            assert samples[("v2kvm_run_info", (("label", ""), ("name", "migrate.yml"), ("run", "r1")))] == 1
+            assert samples[("v2kvm_job_processed_bytes", (("host", "vm1"), ("run", "r1")))] == 256 << 20
+            assert samples[("v2kvm_job_size_bytes", (("host", "vm1"), ("run", "r1")))] == 1 << 30
+            assert samples[("process_cpu_seconds_total", ())] > 0 and samples[("process_resident_memory_bytes", ())]
+            # Only running jobs have series of their own (vm2 is pending).
+            assert not [key for key in samples if ("host", "vm2") in key[1]]
             health = await (await client.get("/healthz")).json()
             assert health["status"] == "ok"
+        finally:
+            await client.close()
+    run(scenario())
+
+
+def test_metrics_of_hostile_host_and_run_names_parse(tmp_path):
+    """Host and run names come from publishers: quotes, backslashes and newlines in label values are escaped."""
+    hostile = 'vm "1" \\ back\\slash\nnew\nline } x{y="z"'
+
+    async def scenario():
+        server, client = await _client(tmp_path)
+        try:
+            # Straight into the hub: raw control characters too (ingest would already have escaped them).
+            server.hub.ingest("r1", events_of_a_run(hosts=(hostile, "vm2")), name='run "a"\\\nb')
+            # And over the API, as a publisher sends it.
+            body = {"run": {"id": "r2", "name": 'x"\\y', "label": "l\nl"},
+                    "events": events_of_a_run(hosts=("h\\\"2", "vm3"))}
+            response = await client.post("/api/ingest", data=json.dumps(body), headers=AUTH)
+            assert response.status == 202
+            text = await (await client.get("/metrics")).text()
+            samples = _samples(text)
+            jobs = await (await client.get("/api/jobs?status=running")).json()
+            hosts = {job["run"]: job["host"] for job in jobs["jobs"]}
+            assert hosts["r1"] == hostile
+            for run_id, host in hosts.items():
+                assert samples[("v2kvm_job_processed_bytes", (("host", host), ("run", run_id)))] == 256 << 20
+            names = {dict(key[1])["run"]: dict(key[1])["name"] for key in samples if key[0] == "v2kvm_run_info"}
+            assert names == {"r1": 'run "a"\\\nb', "r2": 'x"\\y'}
         finally:
             await client.close()
     run(scenario())
