@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: lint, ansible-test sanity, then unit and integration tests in one pytest run
-# (integration tests start their own libvirt daemon when none answers and stop it after).
+# Every test: ruff, ansible-test sanity, ansible-lint, the execution environment's build context, then
+# unit and integration tests in one pytest run (integration tests start their own libvirt daemon when
+# none answers and stop it after).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -21,5 +22,17 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== ansible-test sanity"
 scripts/sanity.sh
+echo "== ansible-lint (production profile, .ansible-lint; offline: nothing is installed from Galaxy)"
+ANSIBLE_COLLECTIONS_PATH="$here/.work/collections" PATH="$here/.venv/bin:$PATH" .venv/bin/ansible-lint --offline
+echo "== ansible-builder create (execution-environment.yml; no container runtime needed)"
+ee_dir=$(mktemp -d "${TMPDIR:-/tmp}/v2kvm-ee.XXXXXX")
+trap 'rm -rf "$ee_dir"' EXIT
+EE_DIR=$ee_dir scripts/build_ee_context.sh create --output-filename Containerfile
+if [ ! -s "$ee_dir/context/Containerfile" ]; then
+  echo "test: ansible-builder create wrote no Containerfile" >&2
+  exit 1
+fi
+rm -rf "$ee_dir"
+trap - EXIT
 echo "== pytest (unit + integration)"
 exec .venv/bin/pytest tests -ra "$@"
