@@ -1,4 +1,5 @@
-#!/usr/bin/env python3
+# Copyright: (c) 2025, v2kvm.migrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pictures of the dashboards from a real run, for the README and the guides in docs/.
 
     .venv/bin/python scripts/screenshots.py            # writes docs/images/
