@@ -257,7 +257,7 @@ def names_in_use():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "images"), help="directory of the pictures")
     args = parser.parse_args(argv)
     for tool in ("tmux", CHROMIUM):
