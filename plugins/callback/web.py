@@ -19,8 +19,18 @@ description:
     left waiting (for example the starts of a long task on every VM) without waiting for the next event. It
     never runs while Ansible forks a worker (see C(docs/dashboard.md)). The embedded server never writes to
     the terminal.
+  - A backlog (events kept while a standalone server was away, up to 50000) is sent in order, in requests
+    within the server's limits (5000 events, 1 MiB); an event too big on its own is dropped and counted in
+    a warning at the end of the run.
+  - Options with a variable can also be set as a play variable or an extra variable
+    (C(-e v2kvm_web_allow_hosts=dash.example.com)); they are read when the first play starts, before the
+    embedded server starts or the first event is sent.
+  - Without a library it needs, the run goes on without the web dashboard and a warning names the library
+    to install.
 requirements:
-  - aiohttp (Python library, on the controller, for the embedded server)
+  - aiohttp, prometheus-client and psutil (Python libraries, on the controller, for the embedded server;
+    see C(requirements.txt))
+  - psutil (Python library, on the controller) for the controller's CPU and memory in the dashboard
 options:
   url:
     description: Address of a standalone dashboard server, for example V(https://dash.example.com:8765/).
@@ -57,6 +67,22 @@ options:
     ini:
       - section: callback_v2kvm_web
         key: port
+  allow_hosts:
+    description:
+      - Names besides its address and C(localhost) the embedded server answers for in the C(Host) header
+        (the names you open the page by, for example V(dash.example.com)); any other name gets HTTP 421, so a
+        page of a foreign name that resolves to this machine cannot read it (DNS rebinding).
+      - Only used by the embedded server; a standalone server takes C(--allow-host).
+    type: list
+    elements: str
+    default: []
+    env:
+      - name: V2KVM_WEB_ALLOW_HOSTS
+    vars:
+      - name: v2kvm_web_allow_hosts
+    ini:
+      - section: callback_v2kvm_web
+        key: allow_hosts
   auth_reads:
     description: The embedded server requires O(token) to read the API and the WebSocket.
     type: bool
@@ -121,11 +147,51 @@ options:
 import os
 import time
 
+from ansible.config.manager import ensure_type
+
 from ansible_collections.v2kvm.migrate.plugins.callback.dashboard import CallbackModule as DashboardCallback
 from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import neutral, untrusted
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
     EmbeddedPublisher, HttpPublisher, PublisherError)
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import HAS_PSUTIL, missing_library
+
+MAX_WAITING = 1000  # events kept until the first play has set the options (the run's start only, in practice)
+
+
+def _option_vars():
+    """option name -> {var, type} for every option of this callback a play variable may set."""
+    import yaml
+
+    options = yaml.safe_load(DOCUMENTATION)["options"]
+    return {name: {"var": spec["vars"][0]["name"], "type": spec.get("type", "str")}
+            for name, spec in options.items() if spec.get("vars")}
+
+
+_OPTION_VARS = _option_vars()
+
+
+def publisher_warnings(publisher) -> list:
+    """What the run tells at its end about events the dashboard did not get."""
+    warnings = []
+    if getattr(publisher, "disabled", ""):
+        warnings.append(publisher.disabled)
+    elif getattr(publisher, "failures", 0):
+        warnings.append("%d sends to the dashboard failed (last: %s)" % (publisher.failures, publisher.last_error))
+    oversize = getattr(publisher, "oversize", 0)
+    if oversize:
+        warnings.append("%d event%s too big for the web dashboard on %s own (over its request size limit): "
+                        "dropped" % (oversize, " was" if oversize == 1 else "s were", "its" if oversize == 1
+                                     else "their"))
+    rejected = getattr(publisher, "rejected", 0)
+    if rejected:
+        warnings.append("the web dashboard refused %d events as bad input (last: %s)"
+                        % (rejected, publisher.last_error))
+    dropped = publisher.batcher.dropped
+    if dropped:
+        warnings.append("%d events were not sent to the web dashboard: more waited than the run keeps for it"
+                        % dropped)
+    return warnings
 
 
 class CallbackModule(DashboardCallback):
@@ -140,12 +206,41 @@ class CallbackModule(DashboardCallback):
         super().__init__(display=display, options=options, clock=clock)
         self.publisher = None
         self._result = None
+        self._opened = False
+        self._waiting = []
 
     def _start(self):
+        # The publisher waits for the first play (_options_from_vars): its variables may set the options.
         if self._started:
             return
         self._started = True
         self._register_exit_hook()
+
+    def _options_from_vars(self, play):
+        """v2kvm_web_<option> from the play's vars, overridden by extra vars (-e); then the publisher starts."""
+        try:
+            found = dict(play.get_vars() or {})
+            found.update(getattr(play.get_variable_manager(), "extra_vars", None) or {})
+        except Exception as exc:  # no variables to read: the configured options stand
+            self._display.vvvv("v2kvm.migrate.web: could not read play variables: %s" % exc)
+            found = {}
+        for option, spec in _OPTION_VARS.items():
+            if spec["var"] in found:
+                self.set_option(option, ensure_type(found[spec["var"]], spec["type"]))
+        self._open()
+
+    def _open(self):
+        if self._opened:
+            return
+        self._opened = True
+        with self._lock:
+            self._open_publisher()
+            waiting, self._waiting = self._waiting, []
+            if self.publisher is not None:
+                for event in waiting:
+                    self.publisher.publish(event)
+
+    def _open_publisher(self):
         label = self.get_option("run_label") or ""
         if not label and os.environ.get("JOB_ID"):
             label = "job %s" % os.environ["JOB_ID"]
@@ -160,11 +255,14 @@ class CallbackModule(DashboardCallback):
                     host=self.get_option("host"), port=self.get_option("port"), history=self.get_option("history"),
                     linger=self.get_option("linger"), log_file=self.get_option("log_file") or "",
                     token=self.get_option("token") or "", auth_reads=self.get_option("auth_reads"),
-                    run_label=label, clock=self._clock)
+                    allow_hosts=self.get_option("allow_hosts") or [], run_label=label, clock=self._clock)
             where = publisher.start()
         except PublisherError as exc:
             self._display.warning("v2kvm.migrate.web: %s" % exc)
             return
+        if url and not HAS_PSUTIL:
+            self._display.warning("v2kvm.migrate.web: %s The run reports to the dashboard without them."
+                                  % missing_library("psutil", "the controller's CPU and memory"))
         self.publisher = publisher
         self._display.display("v2kvm.migrate.web: dashboard of this run at %s" % where)
         if self._heartbeat_wanted:
@@ -193,6 +291,8 @@ class CallbackModule(DashboardCallback):
             self.board.apply(event)
             if self.publisher is not None:
                 self.publisher.publish(event)
+            elif not self._opened and len(self._waiting) < MAX_WAITING:
+                self._waiting.append(event)
 
     def _task_event(self, result, status):
         self._result = result
@@ -216,9 +316,5 @@ class CallbackModule(DashboardCallback):
             self._finished = True
             if self.publisher is not None:
                 self.publisher.close()
-                failures = getattr(self.publisher, "failures", 0)
-                if getattr(self.publisher, "disabled", ""):
-                    self._display.warning("v2kvm.migrate.web: %s" % self.publisher.disabled)
-                elif failures:
-                    self._display.warning("v2kvm.migrate.web: %d sends to the dashboard failed (last: %s)"
-                                          % (failures, self.publisher.last_error))
+                for warning in publisher_warnings(self.publisher):
+                    self._display.warning("v2kvm.migrate.web: %s" % warning)

@@ -61,6 +61,7 @@ _middleware = web.middleware if HAS_AIOHTTP else (lambda func: func)
 
 
 MAX_BODY = 1 << 20  # bytes of one ingest request (the publisher splits its backlog to fit, _web_publisher.py)
+MAX_LINE = 4 << 20  # bytes of one --stdin line (embedded mode); the publisher cuts its lines to fit
 MAX_JOB_SERIES = 1000  # running jobs with series of their own in /metrics: bounded, whatever a publisher sends
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_static")
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -486,10 +487,15 @@ class DashboardServer:
     async def read_stdin(self, stop: asyncio.Event):
         """JSON lines (same body as /api/ingest) from the run; EOF means the run is over."""
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 22)
+        reader = asyncio.StreamReader(limit=MAX_LINE)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while True:
-            line = await reader.readline()
+            try:
+                line = await reader.readline()
+            except ValueError:  # a line past the reader's limit: dropped, the next line is read
+                print("web dashboard: dropped a batch from the run longer than %d bytes" % MAX_LINE,
+                      file=sys.stderr, flush=True)
+                continue
             if not line:
                 break
             try:

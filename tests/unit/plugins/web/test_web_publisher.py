@@ -4,6 +4,7 @@ publisher's batching, backoff and refusal handling."""
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -12,7 +13,7 @@ import urllib.request
 import pytest
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
-    EmbeddedPublisher, HttpPublisher, PublisherError)
+    EmbeddedPublisher, HttpPublisher, PublisherError, pack)
 
 pytest.importorskip("aiohttp")
 
@@ -107,3 +108,46 @@ def test_http_publisher_stops_on_a_refused_token_and_needs_one():
     with pytest.raises(PublisherError, match="needs its token"):
         HttpPublisher("http://dash:8765", "")
     assert sys.executable
+
+
+def test_pack_keeps_the_order_and_both_limits_and_gives_a_big_event_a_batch_of_its_own():
+    items = [(index, b"x" * size) for index, size in enumerate([10, 10, 10, 50, 10, 10, 10, 10])]
+    overhead = 20
+    batches = pack(items, max_events=3, max_bytes=20 + 10 + 1 + 10, overhead=overhead)
+    assert [[index for index, _data in batch] for batch in batches] == [[0, 1], [2], [3], [4, 5], [6, 7]]
+    for batch in batches:
+        size = overhead + sum(len(data) for _index, data in batch) + len(batch) - 1
+        assert len(batch) == 1 or (len(batch) <= 3 and size <= 41)
+    assert [len(batch) for batch in pack(items[:7], 3, 1 << 20, 0)] == [3, 3, 1]
+    assert pack([], 3, 100, 0) == []
+
+
+def test_a_missing_library_is_named_with_what_to_install(monkeypatch, capsys, tmp_path):
+    from ansible_collections.v2kvm.migrate.plugins.plugin_utils import _web_sampler, _web_server
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # what find_spec reports for a missing library
+    pub = EmbeddedPublisher(port=0, history=":memory:")
+    with pytest.raises(PublisherError, match=r"required Python library \(prometheus-client\).*pip install "
+                                             r"prometheus-client") as exc:
+        pub.start()
+    assert "psutil" not in str(exc.value) and pub._proc is None
+    assert _web_server.main(["--no-history"]) == 2
+    assert "pip install prometheus-client" in capsys.readouterr().err
+    monkeypatch.setattr(_web_sampler, "HAS_PSUTIL", False)
+    assert _web_sampler.ProcessSampler().sample() == dict.fromkeys(_web_sampler.FIELDS)
+
+
+def test_the_sampler_reads_a_process_and_a_gone_one_gives_an_empty_sample():
+    from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import FIELDS, ProcessSampler
+
+    clock = Clock()
+    sampler = ProcessSampler(clock=clock)
+    first = sampler.sample()
+    assert first["cpu_percent"] is None and first["rss"] > 0 and first["threads"] >= 1
+    assert 0 < first["mem_percent"] < 100 and first["mem_total"] > first["rss"]
+    sum(range(200000))
+    clock.now += 0.5
+    assert sampler.sample()["cpu_percent"] >= 0 and sampler.cpu_seconds() > 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert ProcessSampler(child.pid).sample() == dict.fromkeys(FIELDS)
