@@ -44,23 +44,25 @@ class PrivateFs:
         stat = os.statvfs(self.host_view())
         return stat.f_bavail * stat.f_frsize
 
-    def fill(self, name="filler", leave=0) -> str:
-        """Another writer takes all free space but ``leave`` bytes; returns the file's path (host view)."""
+    def fill(self, name="filler") -> str:
+        """Another writer takes all free space, as ``dd`` into a file would: 1 MiB at a time, then 4 KiB at a
+        time, keeping what it got, until the file system refuses even 4 KiB. Returns the file (host view)."""
         path = self.host_view(name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            for _attempt in range(100):
-                size = os.fstat(fd).st_size + self.free() - leave
-                try:
-                    if size > 0:
-                        os.posix_fallocate(fd, 0, size)
-                    return path
-                except OSError as exc:  # the other writer took some meanwhile: ask again
-                    if exc.errno != errno.ENOSPC:
-                        raise
-            raise RuntimeError("could not fill %s" % self.mountpoint)
+            size = 0
+            for chunk in (1 << 20, 4096):
+                while True:
+                    try:
+                        os.posix_fallocate(fd, size, chunk)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOSPC:
+                            raise
+                        break
+                    size += chunk
         finally:
             os.close(fd)
+        return path
 
     def listing(self):
         return sorted(os.listdir(self.host_view()))
