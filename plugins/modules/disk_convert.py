@@ -18,6 +18,8 @@ description:
   - Before anything is written, also in check mode, the file system of O(dest) must have room for the result.
     When its free space is below the virtual size, C(qemu-img measure) gives the exact need, and a disk that
     does not fit fails at once with both sizes instead of filling the file system halfway through.
+  - If the file system fills up anyway during the conversion (something else wrote there), the module fails
+    naming the file system, the size the disk needs and how much to free; the temporary file is removed.
   - A hidden sidecar C(.NAME.v2kvm.json) beside O(dest) records the source fingerprint, the source file
     digest, the content digest of the result and the qemu-img version. A later run with the same source and
     an untouched O(dest) (same size and mtime) does nothing and reads no disk data; a changed source or a
@@ -216,6 +218,7 @@ kept:
 """
 
 # Ansible modules import after their documentation strings, hence the E402 waivers.
+import errno  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
@@ -331,6 +334,36 @@ def _result_from_state(dest, state, reason, changed):
     }
 
 
+def _out_of_space(exc):
+    """Whether ``exc`` is a full file system (or quota), reported by qemu-img or by our own writes."""
+    if isinstance(exc, _qemu_img.QemuImgError):
+        return exc.no_space
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space_message(source, fmt, dest, dest_format, virtual_size):
+    """The file system of dest filled up during the conversion although the check before it passed: another
+    writer took the space. Says which file system, what the disk needs, what is free now (the partial file
+    is already removed) and the fix."""
+    directory = os.path.dirname(dest)
+    try:
+        need = int(_qemu_img.measure(source, fmt, dest_format)["required"])
+    except (_qemu_img.QemuImgError, KeyError, ValueError):
+        need = virtual_size
+    free = disk_room.free_bytes(directory)
+    if need > free:
+        fix = ("free at least %s on the file system holding %s (or choose a dest on another file system), then "
+               "run again" % (disk_room.human(need - free), directory))
+    else:
+        fix = "enough space is free again now: keep it free (stop what else writes there) and run again"
+    return ("converting %s to %s ran out of space: the file system holding %s filled up while the disk was "
+            "written, after the free-space check had passed (something else wrote there meanwhile). Nothing was "
+            "left at %s (the partial file was removed). The converted disk needs %s (%d bytes, qemu-img measure) "
+            "and the file system has %s (%d bytes) free now. Fix: %s"
+            % (_qemu_img.describe_source(source), dest_format, directory, dest, disk_room.human(need), need,
+               disk_room.human(free), free, fix))
+
+
 def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
     """Convert into .part, verify, flush, rename; returns the new sidecar state."""
     params = module.params
@@ -416,6 +449,8 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
             progress.update("failed", done, virtual_size)
             progress.close()
         signal.signal(signal.SIGTERM, previous)
+        if _out_of_space(exc):
+            module.fail_json(msg=_no_space_message(source, fmt, dest, dest_format, virtual_size))
         if isinstance(exc, (_qemu_img.QemuImgError, _Failure, Interrupted, OSError)):
             module.fail_json(msg="converting %s to %s failed, nothing was left at %s: %s"
                                  % (_qemu_img.describe_source(source), dest_format, dest, exc))
@@ -433,7 +468,18 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
         "verify": verify,
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    state_store.write_sidecar(dest, state)
+    try:
+        state_store.write_sidecar(dest, state)
+    except OSError as exc:
+        # Without its sidecar the disk would be refused by the next run: take it back out.
+        _remove(dest)
+        if progress:
+            progress.update("failed", virtual_size, virtual_size)
+            progress.close()
+        signal.signal(signal.SIGTERM, previous)
+        module.fail_json(msg=_no_space_message(source, fmt, dest, dest_format, virtual_size) if _out_of_space(exc)
+                         else "writing the sidecar of %s failed, the converted disk was removed again: %s"
+                         % (dest, exc))
     if progress:
         progress.update("done", virtual_size, virtual_size)
         progress.close()
