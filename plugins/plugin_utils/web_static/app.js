@@ -523,7 +523,7 @@
     fields.replaceChildren();
     [["VM", j.name], ["Source name", j.original_name], ["Inventory host", j.host], ["Run", (d.run.name || "") + " " + (d.run.label || "") + " (" + d.run.id + ")"],
      ["Status", j.status], ["Task", j.task], ["Stage", j.stage],
-     ["Progress", j.total ? humanBytes(j.done) + " / " + humanBytes(j.total) : "-"], ["Rate", mbps(j.rate) + " MB/s"],
+     ["Progress", j.total ? humanBytes(j.done) + " / " + humanBytes(j.total) : "-"], ["Rate", j.rate ? mbps(j.rate) + " MB/s" : "-"],
      ["Source", j.source || "-"], ["Target host", j.target || "-"], ["Started", clock(j.started)],
      ["Duration", hms(duration(j))], ["Error", j.error || "-"]].forEach(function (kv) {
       fields.append(el("dt", "", kv[0]), el("dd", "", kv[1] === undefined || kv[1] === null || kv[1] === "" ? "-" : kv[1]));
