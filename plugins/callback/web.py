@@ -273,7 +273,7 @@ class CallbackModule(DashboardCallback):
 
     def _send_pending(self):
         with self._lock:
-            if self.publisher is not None and not self._finished and self.publisher.batcher.due():
+            if self.publisher is not None and not self._finished and self.publisher.due():
                 self.publisher.flush()
 
     def emit(self, event: dict) -> None:

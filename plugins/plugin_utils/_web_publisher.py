@@ -221,6 +221,10 @@ class EmbeddedPublisher:
             self._proc.wait(5)
         self._proc = None
 
+    def due(self) -> bool:
+        """Something to send now: events that waited a flush interval, or bytes the pipe did not take yet."""
+        return self._proc is not None and (self.batcher.due() or bool(self._pending))
+
     def publish(self, event: dict) -> None:
         if self._proc is None:
             return
@@ -303,6 +307,10 @@ class HttpPublisher:
 
     def start(self) -> str:
         return self.url[: -len("/api/ingest")] + "/"
+
+    def due(self) -> bool:
+        """Events that waited a flush interval, and no backoff in the way."""
+        return not self.disabled and self.batcher.due() and self._clock() >= self._retry_at
 
     def publish(self, event: dict) -> None:
         if self.disabled:

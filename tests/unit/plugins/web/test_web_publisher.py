@@ -53,6 +53,31 @@ def test_embedded_server_serves_the_run_it_is_fed_and_exits_when_the_run_ends(tm
     assert "Traceback" not in log.read_text()
 
 
+def test_embedded_batches_are_cut_to_what_the_server_parses_at_once(tmp_path):
+    """12 000 events waiting at one flush: over 5000 in one line the server refused them all."""
+    log = tmp_path / "server.log"
+    pub = EmbeddedPublisher(port=0, history=":memory:", log_file=str(log), run_name="many.yml")
+    url = pub.start()
+    child = pub._proc
+    for index in range(12000):
+        pub.batcher.add({"type": "progress", "host": "vm%d" % (index % 3), "task": "Convert", "task_uuid": "u",
+                         "stage": "convert", "done": index, "total": 1 << 30, "ts": 1765000000 + index})
+    pub.flush()
+    run_id = pub.batcher.run["id"]
+    deadline = time.time() + 30
+    events = 0
+    while time.time() < deadline and events < 12000:
+        if pub._pending:
+            assert pub.due()  # bytes the pipe did not take yet: the callback's heartbeat sends them
+        pub.flush()
+        events = _get(url, "api/runs/%s" % run_id).get("events", 0) if _get(url, "api/runs")["runs"] else 0
+        time.sleep(0.1)
+    assert events == 12000
+    pub.close()
+    assert child.wait(10) == 0
+    assert "dropped" not in log.read_text() and "Traceback" not in log.read_text()
+
+
 def test_embedded_start_failure_names_the_port(tmp_path):
     import socket
     with socket.socket() as busy:
