@@ -4,7 +4,8 @@
 
 - ``EmbeddedPublisher`` starts the server (``_web_server.py --stdin``) as a child process with
   stdout/stderr away from the terminal and writes batches to its stdin through a NON-BLOCKING
-  pipe, so a slow child never stalls the run: what does not fit waits for the next event.
+  pipe, so a slow child never stalls the run: what does not fit waits for the next event or the
+  callback's heartbeat (``due()``). Lines are cut to the limits the server parses at once.
 - ``HttpPublisher`` POSTs batches to a standalone server's ``/api/ingest`` with the token, at
   most once per ``flush_interval`` (and at the end of the run), with a short timeout and backoff.
   What waits (up to ``MAX_BUFFERED_EVENTS`` after an outage) goes in order, in requests within the
@@ -14,8 +15,8 @@
 
 Both are called from the callback, in the controller's main thread or in its heartbeat thread, never
 both at once (the callback's lock) and never while Ansible forks (see "A fork-safe heartbeat" in
-docs/dashboard.md). Each batch carries one controller sample (CPU/memory/threads of this process)
-taken at most once a second.
+docs/dashboard.md). A controller sample (CPU/memory/threads of this process, psutil) goes with a
+batch at most once a second.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ class EmbeddedPublisher:
                 if len(line) > MAX_LINE_BYTES:
                     self.oversize += len(batch)  # one event too big for the server's reader
                 elif len(self._pending) > MAX_PENDING_BYTES:
-                    self.batcher.dropped += sum(1 for event, _data in batch if event.get("type") == "progress")
+                    self.batcher.dropped += len(batch)  # the child does not keep up: counted, warned at the end
                 else:
                     self._pending += line
         self._drain()
@@ -254,7 +255,7 @@ class EmbeddedPublisher:
             try:
                 written = os.write(self._fd, self._pending)
             except BlockingIOError:
-                return  # the child is busy: the rest goes with the next event
+                return  # the child is busy: the rest goes with the next event or heartbeat (due())
             except OSError as exc:
                 if exc.errno == errno.EPIPE:
                     self._proc = None  # the server went away; the run goes on without it
