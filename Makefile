@@ -1,6 +1,6 @@
 # Two entry points (see README): `make demo` runs a real migration of the demo fleet,
 # `make test` runs every test. Both do their own set-up.
-.PHONY: demo test setup lint unit sanity integration bench demo-clean
+.PHONY: demo test setup lint unit sanity integration bench demo-clean ee
 
 demo:
 	scripts/demo.sh
@@ -13,6 +13,7 @@ setup:
 
 lint: setup
 	.venv/bin/ruff check .
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.work/collections PATH=$(CURDIR)/.venv/bin:$$PATH .venv/bin/ansible-lint --offline
 
 unit: setup
 	.venv/bin/pytest tests/unit -q
@@ -25,6 +26,10 @@ integration: setup
 
 bench:
 	scripts/bench.sh
+
+# The execution environment's build context in .work/ee (docs/ee.md; `scripts/build_ee_context.sh build` builds the image).
+ee: setup
+	scripts/build_ee_context.sh create
 
 demo-clean: setup
 	for vm in demo-bios demo-twodisk demo-uefi demo-broken; do \
