@@ -108,6 +108,8 @@ def test_real_run_boots_good_guests_and_rolls_back_the_broken_one(fleet, tmp_pat
     assert run.rc == 2
     msg = " ".join(run.failure_messages("t-broken"))
     assert "Kernel panic" in msg and "rolled back" in msg, msg
+    report = run.failure_messages("t-broken")[-1]  # the role's own report: one line, whatever it quotes
+    assert "rolled back" in report and "\n" not in report, report
     assert VMS["t-broken"][1] not in our_domains(conn)
     assert not [f for f in pool_files() if "broken" in f]
 
