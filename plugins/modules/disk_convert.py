@@ -230,8 +230,10 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils import _convert_stat
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _disk_room as disk_room  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _qemu_img  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _target_lock as target_lock  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _source_references as references  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._content_digest import content_digest, file_sha256  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted, raise_on_sigterm  # noqa: E402
 
 
@@ -281,6 +283,12 @@ def _source(module):
     if not os.path.isfile(path):
         module.fail_json(msg="source %s does not exist or is not a file; check the disk path "
                              "(or container) / src option" % path)
+    try:
+        # Before qemu-img opens it: a header may name files outside the export (extents, backing files).
+        references.check_image_file(path, offset, inside_archive=bool(disk and (disk.get("member") or offset)),
+                                    name=(disk or {}).get("file"))
+    except SourceError as exc:
+        module.fail_json(msg=str(exc))
     fingerprint = state_store.source_fingerprint(path, offset, size, known_sha256, fmt)
     return source, fmt, fingerprint, known_sha256
 

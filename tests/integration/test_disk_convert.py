@@ -162,6 +162,29 @@ def test_gzip_disk_is_refused_clearly(tmp_path, out):
     assert listing(out) == []
 
 
+@pytest.mark.parametrize("kind", ["vmdk-extent", "qcow2-backing"])
+def test_a_source_naming_a_file_outside_its_folder_is_refused_before_qemu_img_opens_it(tmp_path, out, kind):
+    """src= and vSphere downloads come here without ova_info's checks: the header is read first. The named file
+    is a FIFO, so a tool that opened it would hang instead of failing."""
+    src_dir = tmp_path / "export"
+    src_dir.mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    if kind == "vmdk-extent":
+        src, fmt = src_dir / "d.vmdk", "vmdk"
+        src.write_text('# Disk DescriptorFile\ncreateType="monolithicFlat"\nRW 16 FLAT "../pipe" 0\n')
+        words = "outside its own directory"
+    else:
+        src, fmt = src_dir / "d.qcow2", "qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", str(tmp_path / "pipe"),
+                        str(src), "1M"], check=True)
+        words = "backing file"
+
+    result = run_module(tmp_path, src=str(src), src_format=fmt, dest=str(out / "d.qcow2"))
+
+    assert result.get("failed") and words in result["msg"] and "pipe" in result["msg"], result
+    assert listing(out) == []
+
+
 def test_second_run_is_unchanged_and_does_not_convert(tmp_path, stream_vmdk, out):
     dest = str(out / "disk.qcow2")
     first = run_module(tmp_path, src=stream_vmdk, dest=dest)
