@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 name: web
 type: notification
 short_description: Live web dashboard of the run (embedded server, or reports to a standalone one)
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Sends the events of the migration dashboard (the same events the P(v2kvm.migrate.dashboard#callback)
     callback folds, see C(docs/dashboard.md)) to the web dashboard described in C(docs/web-dashboard.md).
