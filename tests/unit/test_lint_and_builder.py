@@ -1,7 +1,8 @@
 """The execution environment's build context (scripts/build_ee_context.sh, ansible-builder create): the
 collection goes in under a name without its version, and its Python and system requirements come once,
 from the installed collection (meta/execution-environment.yml), the way ansible-builder's own
-introspection reads them inside the image build. No container runtime is needed."""
+introspection reads them inside the image build. No container runtime is needed. The commands are
+docs/ee.md's blocks ee-context and ee-introspect, run as written."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import tarfile
 
 import pytest
 import yaml
+from rig.doc_examples import example
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -27,26 +29,24 @@ def _name(requirement):
     return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower()
 
 
+def _bash(block, cwd, env):
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", block.text], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
 @pytest.fixture(scope="module")
-def context(tmp_path_factory):
+def tmp_env(tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("scratch")
+    return dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), TMPDIR=str(scratch))
+
+
+@pytest.fixture(scope="module")
+def context(tmp_env, tmp_path_factory):
+    # Where the doc's command writes to .work/ee (its default), the test sets EE_DIR: runs may overlap.
     ee_dir = tmp_path_factory.mktemp("ee")
-    env = dict(os.environ, EE_DIR=str(ee_dir), PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
-    run = subprocess.run([os.path.join(REPO, "scripts", "build_ee_context.sh"), "create",
-                          "--output-filename", "Containerfile"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    run = _bash(example("docs/ee.md", "ee-context"), REPO, dict(tmp_env, EE_DIR=str(ee_dir)))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return ee_dir
-
-
-@pytest.fixture(scope="module")
-def installed(context, tmp_path_factory):
-    """The collection installed from the context's tarball, as the EE's galaxy stage installs it."""
-    collections = tmp_path_factory.mktemp("collections")
-    run = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--offline",
-                          "-p", str(collections), str(context / "context" / "_build" / TARBALL)],
-                         capture_output=True, text=True, timeout=300, check=False)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return collections
 
 
 def test_the_context_holds_a_containerfile_and_the_collection_without_its_version(context):
@@ -71,7 +71,7 @@ def test_the_context_holds_a_containerfile_and_the_collection_without_its_versio
     assert not [name for name in names if name.startswith((".work", "context", ".venv"))]
 
 
-def test_requirements_are_listed_once_and_read_from_the_installed_collection(context, installed):
+def test_requirements_are_listed_once_and_read_from_the_installed_collection(context, tmp_env, tmp_path):
     with open(os.path.join(REPO, "execution-environment.yml")) as fh:
         dependencies = yaml.safe_load(fh)["dependencies"]
     # Not in the EE definition: only the collection names them.
@@ -79,11 +79,15 @@ def test_requirements_are_listed_once_and_read_from_the_installed_collection(con
     assert not (context / "context" / "_build" / "requirements.txt").exists()
     assert not (context / "context" / "_build" / "bindep.txt").exists()
 
-    # ansible-builder's introspection (the script the image build runs) over the installed collection.
-    run = subprocess.run([sys.executable, str(context / "context" / "_build" / "scripts" / "introspect.py"),
-                          "introspect", str(installed)], capture_output=True, text=True, timeout=120, check=False)
+    # ansible-builder's introspection (what the image build runs) over the collection installed from the
+    # tarball, run from a folder where .work/ee is the context the fixture made.
+    (tmp_path / ".work").mkdir()
+    os.symlink(context, tmp_path / ".work" / "ee")
+    run = _bash(example("docs/ee.md", "ee-introspect"), tmp_path, tmp_env)
     assert run.returncode == 0, run.stdout + run.stderr
-    found = yaml.safe_load(run.stdout)
+    # After ansible-galaxy's messages, introspect's YAML document.
+    assert "\n---\n" in run.stdout, run.stdout
+    found = yaml.safe_load(run.stdout.split("\n---\n", 1)[1])
     python = [line.split("#", 1)[0].strip() for line in found["python"]]
     system = [line.split("#", 1)[0].strip() for line in found["system"]]
     # Every requirement of requirements.txt but ansible-core, which the EE installs itself (next test).
