@@ -252,6 +252,14 @@ def test_changelog_fragments_pass_antsibull_changelog_lint():
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
 
+def test_changelog_yaml_is_valid():
+    # changelogs/changelog.yaml holds the releases made so far; ansible-lint (galaxy[no-changelog]) and Galaxy
+    # want it to exist before the first release too.
+    proc = subprocess.run([antsibull_changelog(), "lint-changelog-yaml", "changelogs/changelog.yaml"], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
 def test_changelog_lint_catches_a_bad_fragment(tmp_path):
     shutil.copy(os.path.join(REPO, "galaxy.yml"), tmp_path)
     (tmp_path / "changelogs" / "fragments").mkdir(parents=True)
