@@ -635,3 +635,15 @@ def test_a_derived_domain_name_shows_with_the_sources_own_name(tmp_path):
     cb.v2_runner_on_start(web, Task("Convert each disk", "u-conv"))
     assert "web01 (Web Server 01)" in stream.getvalue()
     assert cb.board.vms["web01"].name == "Web-Server-01-1a2b3c4d"
+
+
+def test_under_ansible_runner_the_dashboard_asked_for_as_stdout_callback_prints_lines(tmp_path, monkeypatch):
+    """navigator and AWX run ansible-runner, which replaces the stdout callback and keeps the one asked for in
+    ORIGINAL_STDOUT_CALLBACK: auto then means line mode, not reports only."""
+    cb = dashboard.CallbackModule(live=False)
+    cb._plugin_options = {"mode": "auto"}
+    monkeypatch.delenv("ORIGINAL_STDOUT_CALLBACK", raising=False)
+    assert cb._choose_mode() == "off"
+    monkeypatch.setenv("ORIGINAL_STDOUT_CALLBACK", "v2kvm.migrate.dashboard")
+    monkeypatch.setattr(dashboard, "plain_output_wanted", lambda environ=None, stream=None: True)
+    assert cb._choose_mode() == "line"
