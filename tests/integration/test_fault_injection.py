@@ -135,6 +135,12 @@ class Migration:
                 return False
         return moment
 
+    def exported(self):
+        """The vSphere copies are complete in the work dir (disks there, no partial download left)."""
+        copies = os.path.join(self.work, self.name)
+        names = os.listdir(copies) if os.path.isdir(copies) else []
+        return any(n.endswith(".vmdk") for n in names) and not any(n.endswith(".part") for n in names)
+
     def validated(self):
         try:
             return "<v2kvm:phase>validated</v2kvm:phase>" in self.conn.lookupByName(self.name).XMLDesc(0)
@@ -297,14 +303,14 @@ def print_summary(capsys):
         print("\n" + "\n".join(lines))
 
 
-def draw_moment(rng, vm, run, converted, exported=True, past_define=True):
+def draw_moment(rng, vm, run, converted, exported=True, past_define=True, kind=None):
     """(label, moment) at a random observable point of ``run``: a task's start line plus a delay, a fraction of
     the conversion's (or export's) bytes (samples of this run only; not drawn once that phase is done, when the
     run would end before it), or the guest running, plus a delay."""
     since = time.time()
     kinds = ["task", "task"] + (["running"] if past_define else []) + ([] if converted else ["convert", "convert"]) \
         + ([] if exported else ["export", "export", "export-task"])
-    kind = rng.choice(kinds)
+    kind = kind or rng.choice(kinds)
     delay = round(rng.uniform(0.0, 1.5), 2)
     if kind in ("task", "export-task"):
         task = rng.choice((TASKS if past_define else TASKS[:3]) if kind == "task" else EXPORT_TASKS)
@@ -341,13 +347,15 @@ def run_chains(new_migration, kills, rng, run_args, past_define=True):
     done = 0
     while done < kills:
         vm = new_migration()
-        for _kill in range(min(CHAIN, kills - done)):
+        for attempt in range(min(CHAIN, kills - done)):
             if vm.validated():
                 break  # a killed run's validation finished the migration: nothing left to hit
             converted = os.path.exists(vm.disk)
-            exported = vm.work is None or converted
+            exported = vm.work is None or converted or vm.exported()
             run = vm.start(*run_args)
-            label, moment = draw_moment(rng, vm, run, converted, exported, past_define)
+            # A vSphere chain starts with a kill mid-export, so every seed hits the export at least once.
+            first = "export" if attempt == 0 and not exported else None
+            label, moment = draw_moment(rng, vm, run, converted, exported, past_define, first)
             try:
                 killed = kill_when(run, moment, timeout=300)
                 if not killed:
