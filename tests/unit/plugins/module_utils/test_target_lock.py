@@ -142,7 +142,7 @@ def test_another_runs_holder_is_waited_for_while_its_heartbeat_beats_then_taken_
                       on_wait=on_wait).acquire()
     waited = time.monotonic() - began
     assert waited >= 3 + 2 - 0.5, waited  # beat for 3 s, then 2 s of silence
-    assert waits and all(pid == proc.pid for pid, _ in waits)
+    assert waits and all(pid == proc.pid for pid, _waited in waits)
     assert lock.taken_over["pid"] == proc.pid and "silent" in lock.taken_over["reason"]
     assert proc.wait(timeout=30) == 0
     lock.release()
