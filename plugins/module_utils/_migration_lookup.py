@@ -49,6 +49,16 @@ def records(conn, name=None):
     return found
 
 
+def same_source(recorded, wanted):
+    """Whether a domain's recorded source is the spec's (type and path; file paths compared by real path)."""
+    recorded, wanted = recorded or {}, wanted or {}
+    if not recorded.get("path") or recorded.get("type") != wanted.get("type"):
+        return False
+    if recorded["path"] == wanted.get("path"):
+        return True
+    return bool(wanted.get("path")) and os.path.realpath(recorded["path"]) == os.path.realpath(wanted["path"])
+
+
 def source_changes(recorded, stat):
     """How the source file differs from the one the migration was made from ([] when it does not)."""
     if "error" in stat:

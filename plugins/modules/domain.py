@@ -264,6 +264,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import
     libvirt,
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._qemu_img import QemuImgError, info as qemu_img_info
+from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import same_source
 
 POOL_TYPES_WITH_FILES = ("dir", "fs", "netfs")
 
@@ -458,21 +459,11 @@ def delete_owned_volumes(module, conn, metadata):
     return removed
 
 
-def _same_source(recorded, wanted):
-    """Whether the metadata's source is the spec's (type and path; file paths compared by real path)."""
-    recorded, wanted = recorded or {}, wanted or {}
-    if not recorded.get("path") or recorded.get("type") != wanted.get("type"):
-        return False
-    if recorded["path"] == wanted.get("path"):
-        return True
-    return bool(wanted.get("path")) and os.path.realpath(recorded["path"]) == os.path.realpath(wanted["path"])
-
-
 def unfinished_refusal(metadata, spec):
     """Why only_unfinished must keep the domain, or None when it is an unfinished migration of this source."""
     if metadata is None:
         return "it carries no v2kvm migration metadata (not made by this collection): only_unfinished keeps it"
-    if not _same_source(metadata.get("source"), (spec or {}).get("source")):
+    if not same_source(metadata.get("source"), (spec or {}).get("source")):
         return ("its metadata records a migration of another source (%s %s): only_unfinished keeps it"
                 % ((metadata.get("source") or {}).get("type"), (metadata.get("source") or {}).get("path")))
     if metadata.get("phase") == "validated":

@@ -31,11 +31,14 @@ options:
   target_path:
     description:
       - Directory on the target that receives the disks (the storage pool path). Its file system's free space is
-        compared with the sum of the disks' capacities. The nearest existing parent is used if it does not exist.
+        compared with what the disks take (their allocated bytes when known, else their capacities). The nearest
+        existing parent is used if it does not exist.
     type: path
   uri:
     description:
-      - libvirt URI of the target; when set, an existing domain with the spec's name is a critical finding.
+      - libvirt URI of the target; when set, an existing domain with the spec's name is a critical finding,
+        unless its v2kvm metadata records a migration of this same source (an interrupted earlier run, which the
+        role's phases take over).
     type: str
   existing_names:
     description: Names already taken on the target (added to what O(uri) reports).
@@ -99,6 +102,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _preflight_rules as rules
 from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes
+from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import records, same_source
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
     HAS_LIBVIRT,
     LIBVIRT_IMPORT_ERROR,
@@ -107,7 +111,9 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import
 )
 
 
-def _domain_names(module, uri):
+def _domain_names(module, uri, spec):
+    """Names of the target's domains, but for those recorded as migrations of this same source: a re-run after
+    an interrupted run finds its own unfinished domain there, which the role's phases take over."""
     if not HAS_LIBVIRT:
         module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
     try:
@@ -115,7 +121,9 @@ def _domain_names(module, uri):
     except LibvirtConnectionError as exc:
         module.fail_json(msg=str(exc))
     try:
-        return [domain.name() for domain in conn.listAllDomains()]
+        own = {record["name"] for record in records(conn) if same_source(record["metadata"].get("source"),
+                                                                         spec.get("source"))}
+        return [domain.name() for domain in conn.listAllDomains() if domain.name() not in own]
     finally:
         conn.close()
 
@@ -133,7 +141,7 @@ def main():
     free = free_bytes(params["target_path"]) if params["target_path"] else None
     names = list(params["existing_names"])
     if params["uri"]:
-        names += _domain_names(module, params["uri"])
+        names += _domain_names(module, params["uri"], params["spec"])
     findings = rules.evaluate(params["spec"], mode=params["mode"], target_free_bytes=free, existing_names=names)
     counts = rules.summary(findings)
     result = dict(changed=False, findings=findings, summary=counts, blocked=counts["critical"] > 0,

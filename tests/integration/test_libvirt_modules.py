@@ -284,6 +284,15 @@ def test_a_source_name_that_is_no_domain_name_is_derived_kept_as_title_and_found
     found = run_module("migration_state", tmp_path, name=original)
     assert found["found"] is True and found["name"] == name, found
 
+    # The domain is this source's own (unfinished) migration: a re-run's pre-flight takes it as no conflict;
+    # another source declaring the same name does conflict.
+    uri = conn.getURI()
+    own = run_module("preflight", tmp_path, spec=spec, uri=uri, fail_on_critical=False)
+    assert "name_conflict" not in [f["rule"] for f in own["findings"]], own["findings"]
+    other = dict(spec, source=dict(spec["source"], path=str(tmp_path / "other.ova")))
+    clash = run_module("preflight", tmp_path, spec=other, uri=uri, fail_on_critical=False)
+    assert "name_conflict" in [f["rule"] for f in clash["findings"]], clash["findings"]
+
 
 def _unified(diff):
     import difflib
