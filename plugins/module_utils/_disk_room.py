@@ -53,6 +53,13 @@ def needed_bytes(disk: dict) -> int:
     return int(populated) if populated is not None else int(disk.get("capacity_bytes") or 0)
 
 
+def converted_bytes(source: str, fmt: str, dest_format: str) -> int:
+    """Bytes the converted disk takes on its file system (``qemu-img measure``'s ``required``)."""
+    # qemu-img writes a raw dest sparse (zero blocks become holes), but measure counts it fully allocated:
+    # the data plus qcow2's metadata is what it really takes, and a bound on it.
+    return int(_qemu_img.measure(source, fmt, "qcow2" if dest_format == "raw" else dest_format)["required"])
+
+
 def shortfall(source: str, fmt: str, dest: str, dest_format: str, virtual_size: int,
               reclaimable: str | None = None) -> str | None:
     """None when ``dest`` fits, else a message with both sizes and what to do.
@@ -65,9 +72,7 @@ def shortfall(source: str, fmt: str, dest: str, dest_format: str, virtual_size: 
     free = free_bytes(directory) + (allocated_bytes(reclaimable) if reclaimable else 0)
     if free >= virtual_size + virtual_size // _METADATA_FRACTION + _FIXED_SLACK:
         return None
-    # qemu-img writes a raw dest sparse (zero blocks become holes), but measure counts it fully allocated:
-    # the data plus qcow2's metadata is what it really takes, and a bound on it.
-    need = int(_qemu_img.measure(source, fmt, "qcow2" if dest_format == "raw" else dest_format)["required"])
+    need = converted_bytes(source, fmt, dest_format)
     if need <= free:
         return None
     return ("not enough free space for %s: the converted disk needs %s (%d bytes, qemu-img measure) but the file "

@@ -355,7 +355,7 @@ def _no_space_message(source, fmt, dest, dest_format, virtual_size):
     is already removed) and the fix."""
     directory = os.path.dirname(dest)
     try:
-        need = int(_qemu_img.measure(source, fmt, dest_format)["required"])
+        need = disk_room.converted_bytes(source, fmt, dest_format)
     except (_qemu_img.QemuImgError, KeyError, ValueError):
         need = virtual_size
     free = disk_room.free_bytes(directory)
@@ -380,6 +380,13 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
     # Before the progress writer: its orphan watch stops the module with SIGTERM.
     previous = raise_on_sigterm()
     progress = ProgressWriter(params["progress_file"]) if params["progress_file"] else None
+
+    def end(stage, done):
+        """The job's last sample and SIGTERM's handler back as it was, however the conversion ends."""
+        if progress:
+            progress.update(stage, done, virtual_size)
+            progress.close()
+        signal.signal(signal.SIGTERM, previous)
     hashed = {}
 
     def hash_source():
@@ -453,10 +460,7 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
         state_store.fsync_directory(os.path.dirname(dest))
     except BaseException as exc:
         _remove(part)
-        if progress:
-            progress.update("failed", done, virtual_size)
-            progress.close()
-        signal.signal(signal.SIGTERM, previous)
+        end("failed", done)
         if _out_of_space(exc):
             module.fail_json(msg=_no_space_message(source, fmt, dest, dest_format, virtual_size))
         if isinstance(exc, (_qemu_img.QemuImgError, _Failure, Interrupted, OSError)):
@@ -481,17 +485,11 @@ def _convert(module, source, fmt, fingerprint, known_sha256, virtual_size):
     except OSError as exc:
         # Without its sidecar the disk would be refused by the next run: take it back out.
         _remove(dest)
-        if progress:
-            progress.update("failed", virtual_size, virtual_size)
-            progress.close()
-        signal.signal(signal.SIGTERM, previous)
+        end("failed", virtual_size)
         module.fail_json(msg=_no_space_message(source, fmt, dest, dest_format, virtual_size) if _out_of_space(exc)
                          else "writing the sidecar of %s failed, the converted disk was removed again: %s"
                          % (dest, exc))
-    if progress:
-        progress.update("done", virtual_size, virtual_size)
-        progress.close()
-    signal.signal(signal.SIGTERM, previous)
+    end("done", virtual_size)
     return state
 
 

@@ -275,6 +275,20 @@ def create_vm(si, name, disks, *, guest_id="debian11_64Guest", firmware="bios", 
     return vm
 
 
+def create_random_tail_vm(si, boot_raw, workdir, name, tail):
+    """A powered-off VM whose disk is the rig boot disk followed by ``tail`` random bytes: its streamOptimized
+    export cannot compress them away, so a download lasts long enough to be cut or killed midway. Returns
+    the flat file on the simulator's datastore."""
+    source = os.path.join(str(workdir), "%s-random-tail.raw" % name)
+    shutil.copyfile(boot_raw, source)
+    with open(source, "ab") as handle:
+        handle.write(os.urandom(tail))
+    dsp, flat, size = write_esxi_disk(si, name, name, source)
+    os.unlink(source)
+    create_vm(si, name, [disk_spec(dsp, size, key=2000)])
+    return flat
+
+
 def attach_as_rdm(vm, compatibility_mode, key=2000):
     """Turn the VM's disk ``key`` into a raw device mapping (an RDM pointer file on the same datastore path).
 

@@ -5,8 +5,6 @@ manifest) reconnect, and the result equals the source."""
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -20,18 +18,6 @@ pytestmark = pytest.mark.integration
 MIB = 1 << 20
 RATE = 12 * MIB  # slow enough that the cut lands mid-download
 
-
-def _vm_with_random_tail(vsi, boot_raw, tmp_path, name, tail):
-    """A powered-off VM whose disk is the rig boot disk followed by ``tail`` random bytes (a stream export
-    cannot compress them away); returns the flat file."""
-    source = tmp_path / "source.raw"
-    shutil.copyfile(boot_raw, source)
-    with open(source, "ab") as handle:
-        handle.write(os.urandom(tail))
-    dsp, flat, size = sim_rig.write_esxi_disk(vsi, name, name, str(source))
-    source.unlink()
-    sim_rig.create_vm(vsi, name, [sim_rig.disk_spec(dsp, size, key=2000)])
-    return flat
 
 
 def _wait_for_size(proc, path, at_least):
@@ -60,7 +46,7 @@ def _sha256(path):
 @pytest.mark.parametrize("method", ["nfc", "datastore"])
 def test_a_connection_cut_mid_export_is_resumed_with_range(vsim, vsi, boot_raw, tmp_path, method):
     name = "v2kvm-test-drop-%s" % uuid.uuid4().hex[:6]
-    flat = _vm_with_random_tail(vsi, boot_raw, tmp_path, name, 24 * MIB)
+    flat = sim_rig.create_random_tail_vm(vsi, boot_raw, tmp_path, name, 24 * MIB)
     dest = tmp_path / "dest"
     dest.mkdir()
     target = dest / ("%s-scsi0-0.%s" % (name, "vmdk" if method == "nfc" else "raw"))

@@ -18,7 +18,6 @@ import pytest
 import sim_rig
 from helpers import COLLECTIONS, MODULES
 from rig.private_fs import PrivateFs, host_mounts
-from test_vsphere_drop import _vm_with_random_tail
 from vsphere.conftest import vsphere_args
 
 MIB = 1 << 20
@@ -50,7 +49,7 @@ def _allocated(path):
 @pytest.mark.parametrize("method", ["nfc", "datastore", "warm"])
 def test_a_dest_filled_midway_keeps_the_part_and_the_rerun_resumes(vsim, vsi, boot_raw, tmp_path, method):
     name = "v2kvm-test-full-%s" % uuid.uuid4().hex[:6]
-    flat = _vm_with_random_tail(vsi, boot_raw, tmp_path, name, 16 * MIB)  # 80 MiB disk
+    flat = sim_rig.create_random_tail_vm(vsi, boot_raw, tmp_path, name, 16 * MIB)  # 80 MiB disk
     vm = sim_rig.find_vm(vsi, name)
     if method == "warm":
         sim_rig.wait_task(vm.PowerOnVM_Task())

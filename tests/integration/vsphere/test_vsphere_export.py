@@ -160,19 +160,6 @@ def test_killed_datastore_download_resumes_with_range_and_ends_identical(vsim, v
     assert vsim.password not in raw
 
 
-def _random_tail_vm(vsi, boot_raw, tmp_path, name, tail):
-    """A powered-off VM whose disk is the rig boot disk followed by ``tail`` random bytes: its streamOptimized
-    export cannot compress them away, so the download is long enough to be killed midway."""
-    source = tmp_path / "random-tail.raw"
-    shutil.copyfile(boot_raw, source)
-    with open(source, "ab") as handle:
-        handle.write(os.urandom(tail))
-    dsp, flat, size = sim_rig.write_esxi_disk(vsi, name, name, str(source))
-    source.unlink()
-    sim_rig.create_vm(vsi, name, [sim_rig.disk_spec(dsp, size, key=2000)])
-    return flat
-
-
 def _kill_when(proc, path, at_least, what):
     try:
         deadline = time.monotonic() + 120
@@ -192,7 +179,7 @@ def _kill_when(proc, path, at_least, what):
 
 def test_nfc_download_killed_in_one_lease_resumes_in_a_new_lease(vsim, vsi, boot_raw, tmp_path):
     name = f"v2kvm-test-nfckill-{uuid.uuid4().hex[:6]}"
-    flat = _random_tail_vm(vsi, boot_raw, tmp_path, name, 48 << 20)
+    flat = sim_rig.create_random_tail_vm(vsi, boot_raw, tmp_path, name, 48 << 20)
     dest, other = tmp_path / "dest", tmp_path / "other"
     dest.mkdir()
     other.mkdir()
