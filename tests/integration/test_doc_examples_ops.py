@@ -175,8 +175,8 @@ def test_gitlab_job_fails_with_rc_2_and_keeps_its_reports(pipelines):
     assert "validate failed" in cases["db01"].find("failure").get("message")
     assert "source info failed" in cases["app01"].find("failure").get("message")
     summary = json.loads((root / gitlab["variables"]["V2KVM_DASHBOARD_SUMMARY_FILE"]).read_text())
-    assert {vm["host"]: vm["status"] for vm in summary["vms"]} == {"web01": "succeeded", "db01": "failed",
-                                                                 "app01": "failed"}
+    statuses = {vm["host"]: vm["status"] for vm in summary["vms"]}
+    assert statuses == {"web01": "succeeded", "db01": "failed", "app01": "failed"}, statuses
     events = [json.loads(line)
               for line in (root / gitlab["variables"]["V2KVM_DASHBOARD_EVENTS_FILE"]).read_text().splitlines()]
     assert events[0]["type"] == "run_start" and events[-1]["type"] == "run_end"
