@@ -370,7 +370,8 @@ def main():
 
     params = module.params
     secrets = [params["password"]]
-    if not os.path.isdir(params["dest"]):
+    # In check mode the role's task that makes the work dir made nothing: a dest still to come is no error.
+    if not os.path.isdir(params["dest"]) and not (module.check_mode and not os.path.lexists(params["dest"])):
         module.fail_json(msg="dest %s is not a directory. Fix: create it first (the role does)." % params["dest"])
     if not module.check_mode:
         # One export per work dir: a module a killed run left behind is stopped (same job) or waited for.

@@ -52,6 +52,11 @@ def vsphere_fleet(vsim, make_vm, libvirt_daemon, tmp_path):
 
 def test_vsphere_vm_migrates_boots_and_reruns_unchanged(vsphere_fleet, vsim):
     name = vsphere_fleet["name"]
+    # Check mode first: nothing is made (no work dir, no domain) and the source keeps running.
+    check = run_playbook("migrate.yml", vsphere_fleet["inventory"], extra_args=["--check"])
+    assert check.rc == 0, check.output[-4000:]
+    assert not os.path.exists(vsphere_fleet["work"]) and str(vsphere_fleet["vm"].runtime.powerState) == "poweredOn"
+
     run = run_playbook("migrate.yml", vsphere_fleet["inventory"])
     assert run.rc == 0, run.output[-4000:]
     assert vsim.password not in run.output

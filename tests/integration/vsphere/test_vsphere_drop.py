@@ -19,7 +19,6 @@ MIB = 1 << 20
 RATE = 12 * MIB  # slow enough that the cut lands mid-download
 
 
-
 def _wait_for_size(proc, path, at_least):
     deadline = time.monotonic() + 60
     while not (path.exists() and path.stat().st_size >= at_least):
