@@ -1,6 +1,6 @@
 # Two entry points (see README): `make demo` runs a real migration of the demo fleet,
 # `make test` runs every test. Both do their own set-up.
-.PHONY: demo test setup lint unit sanity integration bench demo-clean ee
+.PHONY: demo test setup lint unit sanity integration bench demo-clean ee screenshots
 
 demo:
 	scripts/demo.sh
@@ -23,6 +23,10 @@ sanity: setup
 
 integration: setup
 	.venv/bin/pytest tests/integration -q
+
+# The pictures in docs/images from a real run of the demo fleet (root, libvirt, tmux, chromium).
+screenshots: setup
+	.venv/bin/python scripts/screenshots.py
 
 bench:
 	scripts/bench.sh
