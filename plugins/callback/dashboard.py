@@ -461,6 +461,9 @@ class CallbackModule(CallbackBase):
         for signum in (signal.SIGTERM, signal.SIGHUP):
             try:
                 previous = signal.getsignal(signum)
+                if previous == signal.SIG_IGN:
+                    # Ignored on purpose (nohup ignores SIGHUP): the run goes on, so it is no end of the run.
+                    continue
                 signal.signal(signum, lambda number, frame, previous=previous: self._on_fatal_signal(
                     number, frame, previous))
             except (ValueError, OSError):  # not the main thread: atexit alone

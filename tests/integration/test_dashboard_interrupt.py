@@ -32,9 +32,10 @@ def test_an_interrupted_run_writes_reports_that_say_so(tmp_path, signum, returnc
                ANSIBLE_STDOUT_CALLBACK="v2kvm.migrate.dashboard", V2KVM_DASHBOARD_MODE="line",
                V2KVM_DASHBOARD_JUNIT_FILE=str(junit), V2KVM_DASHBOARD_SUMMARY_FILE=str(summary),
                PATH=BIN + os.pathsep + os.environ["PATH"])
+    # The signals' default actions, whatever this test inherited (under nohup SIGHUP is ignored).
     proc = subprocess.Popen([os.path.join(BIN, "ansible-playbook"), "-f", "2", "-i", str(tmp_path / "hosts"),
                              str(tmp_path / "play.yml")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_default_signals)
     lines = []
     try:
         for line in proc.stdout:
@@ -68,6 +69,11 @@ def test_an_interrupted_run_writes_reports_that_say_so(tmp_path, signum, returnc
     assert report["interrupted"] is True and {vm["status"] for vm in report["vms"]} == {"failed"}
     if signum != signal.SIGHUP:
         assert not leftovers.strip(), leftovers
+
+
+def _default_signals():
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _pids(pattern):

@@ -647,3 +647,21 @@ def test_under_ansible_runner_the_dashboard_asked_for_as_stdout_callback_prints_
     monkeypatch.setenv("ORIGINAL_STDOUT_CALLBACK", "v2kvm.migrate.dashboard")
     monkeypatch.setattr(dashboard, "plain_output_wanted", lambda environ=None, stream=None: True)
     assert cb._choose_mode() == "line"
+
+
+def test_a_signal_ignored_on_purpose_stays_ignored(tmp_path):
+    """Under nohup SIGHUP is ignored and the run goes on: the dashboard must not end the run on it."""
+    import signal
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        cb = make_callback(tmp_path)
+        cb._exit_hook_wanted = True
+        cb._register_exit_hook()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert callable(signal.getsignal(signal.SIGTERM)), "SIGTERM still ends the run with its reports"
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
