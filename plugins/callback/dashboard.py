@@ -135,13 +135,13 @@ from ansible import constants as C
 from ansible.config.manager import ensure_type
 from ansible.plugins.callback import CallbackBase
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_sample import FORWARDED_FIELDS, PROGRESS_KEY
 from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import neutral, untrusted
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
     FAILED, RUNNING, SUCCEEDED, MigrationBoard)
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import CLOCK_REDRAW, LineView, TerminalView
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 
-PROGRESS_KEY = "v2kvm_progress"
 _CI_VARS = ("CI", "JOB_ID", "BUILD_ID", "TF_BUILD")
 # One encoder for every event: json.dumps() with non-default arguments builds a new encoder per call.
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -422,7 +422,7 @@ class CallbackModule(CallbackBase):
             return
         event = {"type": "progress", "host": result._host.get_name(), "task": _task_label(result._task),
                  "task_uuid": result._task._uuid, "item": res.get("_ansible_item_label")}
-        event.update({key: sample.get(key) for key in ("stage", "done", "total", "rate", "eta", "source")})
+        event.update({key: sample.get(key) for key in FORWARDED_FIELDS})
         event["sample_ts"] = sample.get("ts")
         self.emit(event)
 

@@ -2,8 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Append-only JSON-lines progress file that dashboards can tail.
 
-Each line: {"ts": epoch seconds, "stage": str, "done": bytes, "total": bytes,
-"rate": bytes per second (smoothed), "eta": seconds or null}.
+Each line is one sample (``_progress_sample``).
 
 update() records the latest state and writes a line at most every ``interval`` seconds
 (a change of stage, and the sample that completes a stage's bytes, are written at once). A
@@ -19,13 +18,13 @@ reports progress through the progress channel stops itself (SIGTERM) when its co
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 import time
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._orphan_watch import OrphanWatch, heartbeat_path
+from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_sample import DONE, encode_sample, make_sample
 
 
 class ProgressWriter:
@@ -106,13 +105,12 @@ class ProgressWriter:
             rate = eta = None
         else:
             rate = self._smoothed_rate(now, done)
-            if stage == "done":
+            if stage == DONE:
                 eta = 0.0
             elif rate and rate > 0 and total >= done:
                 eta = round((total - done) / rate, 1)
             else:
                 eta = None
-        line = {"ts": round(now, 3), "stage": stage, "done": done, "total": total,
-                "rate": int(rate) if rate is not None else 0, "eta": eta}
-        os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+        os.write(self._fd, encode_sample(make_sample(round(now, 3), stage, done, total,
+                                                     int(rate) if rate is not None else 0, eta)))
         self._last_write = now

@@ -36,11 +36,10 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._orphan_watch import heartbeat_path
+from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_sample import PROGRESS_KEY, parse_sample
 
 display = Display()
 
-PROGRESS_KEY = "v2kvm_progress"
-_SAMPLE_FIELDS = ("ts", "stage", "done", "total", "rate", "eta")
 # Keys that async_wrapper/async_status add around the module's own result.
 _ASYNC_KEYS = ("ansible_job_id", "started", "finished", "results_file", "erased")
 _RECORD_SEP = "\x1e"  # never appears in JSON text (control characters are escaped)
@@ -87,17 +86,6 @@ class ProgressTail:
                 continue
             samples.append(sample)
         return samples
-
-
-def parse_sample(raw) -> dict | None:
-    """One progress line as a dict with exactly the documented fields, or None if it is not one."""
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(value, dict) or "stage" not in value:
-        return None
-    return {key: value.get(key) for key in _SAMPLE_FIELDS}
 
 
 def job_state(text: str, jid: str) -> str:
