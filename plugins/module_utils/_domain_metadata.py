@@ -30,6 +30,8 @@ import os
 import time
 import xml.etree.ElementTree as ET
 
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_adapter import parse_xml as parse_libvirt_xml
+
 NAMESPACE = "https://v2kvm.dev/xmlns/migration/1"
 PREFIX = "v2kvm"
 FORMAT_VERSION = "1"
@@ -38,15 +40,6 @@ ET.register_namespace(PREFIX, NAMESPACE)
 
 TIMESTAMP_KEYS = ("defined_at", "updated_at", "validated_at")
 SOURCE_KEYS = ("type", "path", "size", "mtime_ns")
-
-
-def parse_libvirt_xml(text):
-    """Parse XML that libvirtd produced (domain, pool, volume descriptions).
-
-    libvirtd parsed and re-serialized it and refuses DTDs and entities, so the expansion
-    attacks defusedxml guards against cannot reach us through it.
-    """
-    return ET.fromstring(text)  # noqa: S314
 
 
 def _q(tag):
