@@ -33,6 +33,6 @@ def _make_importable():
 
 if __name__ == "__main__":
     _make_importable()
-    from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_server import main
+    from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_server import main
 
     sys.exit(main())

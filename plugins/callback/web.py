@@ -154,7 +154,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import ne
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
     EmbeddedPublisher, HttpPublisher, PublisherError)
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import HAS_PSUTIL, missing_library
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_sampler import HAS_PSUTIL, missing_library
 
 MAX_WAITING = 1000  # events kept until the first play has set the options (the run's start only, in practice)
 

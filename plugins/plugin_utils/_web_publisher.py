@@ -36,10 +36,10 @@ import uuid
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import (
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_sampler import (
     ProcessSampler, missing_server_libraries)
 
-SERVER_MODULE = "ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_server"
+SERVER_MODULE = "ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_server"
 MAX_PENDING_BYTES = 16 << 20
 MAX_BUFFERED_EVENTS = 50000
 # The server's limits for one request (_web_ingest.MAX_EVENTS, _web_server.MAX_BODY) and one --stdin line

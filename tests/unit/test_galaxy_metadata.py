@@ -97,7 +97,7 @@ JUNK = [  # planted in a copy of the tree before the build: none of it may reach
     ".ruff_cache/0.6.0/123", ".mypy_cache/3.11/x.json", "plugins/modules/__pycache__/ova_info.cpython-311.pyc",
     "plugins/module_utils/_vm_spec.pyc", "tests/unit/.pytest_cache/v/cache/nodeids", "tests/output/junit/x.xml",
     "bench/bench_convert.py", "context/_build/requirements.txt", "context-src/v2kvm-migrate-0.1.0.tar.gz",
-    "node_modules/chart.js/package.json", "plugins/plugin_utils/web_static/node_modules/x/index.js",
+    "node_modules/chart.js/package.json", "plugins/plugin_utils/web_server/web_static/node_modules/x/index.js",
     "v2kvm-migrate-0.1.0.tar.gz", "dist.tar.gz",
 ]
 

@@ -5,13 +5,14 @@ import json
 
 import pytest
 
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_history import History
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import Hub, job_id
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import (
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_history import History
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_hub import Hub, job_id
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_ingest import (
     IngestError, clean_event, loads, nesting_depth)
 
 pytest.importorskip("aiohttp")
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_server import TokenBucket, host_name  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_server import (  # noqa: E402
+    TokenBucket, host_name)
 
 
 class Clock:

@@ -21,7 +21,7 @@ import traceback
 
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
     FAILED, PENDING, RUNNING, SUCCEEDED, MigrationBoard)
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import IngestError, clean_event
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_ingest import IngestError, clean_event
 
 _MAX_HOST = 255
 MAX_RUN_EVENTS = 200000

@@ -34,12 +34,12 @@ import time
 import traceback
 import urllib.parse
 
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_history import History
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import MAX_RUN_EVENTS, Hub, RunFullError
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import IngestError, loads, parse_batch, show
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_history import History
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_hub import MAX_RUN_EVENTS, Hub, RunFullError
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_ingest import (
+    MAX_EVENTS, IngestError, loads, parse_batch, show)
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import RUNNING
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_ingest import MAX_EVENTS
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import (
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_sampler import (
     ProcessSampler, missing_server_libraries)
 
 try:

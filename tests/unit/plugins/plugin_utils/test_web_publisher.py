@@ -148,7 +148,7 @@ def test_pack_keeps_the_order_and_both_limits_and_gives_a_big_event_a_batch_of_i
 
 
 def test_a_missing_library_is_named_with_what_to_install(monkeypatch, capsys, tmp_path):
-    from ansible_collections.v2kvm.migrate.plugins.plugin_utils import _web_sampler, _web_server
+    from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server import _web_sampler, _web_server
 
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # what find_spec reports for a missing library
     pub = EmbeddedPublisher(port=0, history=":memory:")
@@ -163,7 +163,7 @@ def test_a_missing_library_is_named_with_what_to_install(monkeypatch, capsys, tm
 
 
 def test_the_sampler_reads_a_process_and_a_gone_one_gives_an_empty_sample():
-    from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sampler import FIELDS, ProcessSampler
+    from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_sampler import FIELDS, ProcessSampler
 
     clock = Clock()
     sampler = ProcessSampler(clock=clock)

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_history import History  # noqa: E402
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_hub import job_id  # noqa: E402
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_server import (  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_history import History  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_hub import job_id  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_server import (  # noqa: E402
     Config, DashboardServer, ssl_context)
 
 # Made per run: a fixed string here would read as a leaked credential to scanners.
