@@ -231,7 +231,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._ovf_parse import ( 
     DEFUSEDXML_IMPORT_ERROR,
     HAS_DEFUSEDXML,
 )
-from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import run_module  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.module_utils._ova_source import run_module  # noqa: E402
 
 
 def main():

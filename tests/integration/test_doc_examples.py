@@ -368,7 +368,8 @@ def _shape(value):
 
 
 def test_vm_spec_doc_is_a_valid_spec_shaped_like_ova_info_output(appliances):
-    from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import read_source_spec, validate_spec
+    from ansible_collections.v2kvm.migrate.plugins.module_utils._ova_source import read_source_spec
+    from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import validate_spec
 
     documented = yaml.safe_load(example("docs/vm-spec.md", "vm-spec").text)
     validate_spec(documented)

@@ -17,7 +17,7 @@ import tarfile
 import pytest
 from rig import ovf_package as pkg
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import run_module
+from ansible_collections.v2kvm.migrate.plugins.module_utils._ova_source import run_module
 
 MIB = 1 << 20
 COLLECTIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
