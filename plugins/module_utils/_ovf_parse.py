@@ -285,16 +285,7 @@ def _parse_disks(envelope, files: dict, where: str) -> dict:
                 "give each Disk its own file",
             )
         used_files[file_ref] = disk_id
-        what = "capacity of disk %r" % disk_id
-        units = allocation_units_bytes(
-            _attr(element, "capacityAllocationUnits"), where, "ovf:capacityAllocationUnits of disk %r" % disk_id
-        )
-        capacity = _int(_attr(element, "capacity"), what, where) * units
-        if capacity <= 0 or capacity > MAX_CAPACITY_BYTES:
-            raise DescriptorError(
-                "OVF %s: %s is %d bytes, outside 1 byte .. 64 TiB" % (where, what, capacity),
-                "fix ovf:capacity/ovf:capacityAllocationUnits in the descriptor",
-            )
+        capacity = _disk_capacity(element, disk_id, where)
         populated = _attr(element, "populatedSize")
         if populated is not None:
             populated = _int(populated, "ovf:populatedSize of disk %r" % disk_id, where, 0)
@@ -306,6 +297,21 @@ def _parse_disks(envelope, files: dict, where: str) -> dict:
             "format_url": _attr(element, "format") or "",
         }
     return disks
+
+
+def _disk_capacity(element, disk_id: str, where: str) -> int:
+    """ovf:capacity times ovf:capacityAllocationUnits, in bytes, within 1 byte .. 64 TiB."""
+    what = "capacity of disk %r" % disk_id
+    units = allocation_units_bytes(
+        _attr(element, "capacityAllocationUnits"), where, "ovf:capacityAllocationUnits of disk %r" % disk_id
+    )
+    capacity = _int(_attr(element, "capacity"), what, where) * units
+    if capacity <= 0 or capacity > MAX_CAPACITY_BYTES:
+        raise DescriptorError(
+            "OVF %s: %s is %d bytes, outside 1 byte .. 64 TiB" % (where, what, capacity),
+            "fix ovf:capacity/ovf:capacityAllocationUnits in the descriptor",
+        )
+    return capacity
 
 
 def _virtual_system(envelope, where: str):
@@ -431,13 +437,7 @@ def parse_ovf(data: bytes, where: str) -> dict:
     annotation, vmware_config ({key: value} of vmw:Config/ExtraConfig).
     """
     envelope = _parse_xml(data, where)
-    namespace = envelope.tag[1:].split("}", 1)[0] if envelope.tag.startswith("{") else ""
-    if _local(envelope.tag) != "Envelope" or namespace not in OVF_NAMESPACES:
-        raise DescriptorError(
-            "%s is not an OVF descriptor: the root element is %r, expected Envelope in the OVF 1.x or 2.x namespace"
-            % (where, envelope.tag),
-            "point `path` at the VM's .ovf or .ova as exported by ovftool/vSphere/VirtualBox",
-        )
+    _require_ovf_envelope(envelope, where)
     files = _parse_references(envelope, where)
     declared_disks = _parse_disks(envelope, files, where)
     system = _virtual_system(envelope, where)
@@ -445,70 +445,92 @@ def parse_ovf(data: bytes, where: str) -> dict:
     firmware, secure_boot, vmware_config = _hardware_config(section, where)
     if "firmware" not in vmware_config:
         firmware = _virtualbox_firmware(system) or firmware
+    hardware = _read_hardware_items(items, where)
+    return {
+        "name": _child_text(system, "Name") or _attr(system, "id") or "",
+        "files": files,
+        "disks": _place_disks(hardware["disk_items"], hardware["controllers"], declared_disks, where),
+        "vcpus": hardware["vcpus"],
+        "cores_per_socket": hardware["cores_per_socket"],
+        "memory_mib": hardware["memory_mib"],
+        "firmware": firmware,
+        "secure_boot": secure_boot,
+        "guest_os": _guest_os(system),
+        "nics": hardware["nics"],
+        "annotation": _annotation(system),
+        "vmware_config": vmware_config,
+    }
 
-    vcpus = None
-    cores_per_socket = 1
-    memory_mib = None
-    controllers = {}
-    disk_items = []
-    nics = []
+
+def _require_ovf_envelope(envelope, where: str) -> None:
+    namespace = envelope.tag[1:].split("}", 1)[0] if envelope.tag.startswith("{") else ""
+    if _local(envelope.tag) != "Envelope" or namespace not in OVF_NAMESPACES:
+        raise DescriptorError(
+            "%s is not an OVF descriptor: the root element is %r, expected Envelope in the OVF 1.x or 2.x namespace"
+            % (where, envelope.tag),
+            "point `path` at the VM's .ovf or .ova as exported by ovftool/vSphere/VirtualBox",
+        )
+
+
+def _read_hardware_items(items: list, where: str) -> dict:
+    """CPU and memory, plus controllers ({InstanceID: (order, kind)}), disk items and NICs in document order."""
+    hardware = {"vcpus": None, "cores_per_socket": 1, "memory_mib": None, "controllers": {}, "disk_items": [],
+                "nics": []}
+    controllers = hardware["controllers"]
     for element in items:
         resource_type = _int(_child_text(element, "ResourceType"), "rasd:ResourceType", where)
-        instance = _child_text(element, "InstanceID") or ""
         subtype = _child_text(element, "ResourceSubType") or ""
         if resource_type == RESOURCE_CPU:
-            vcpus = _int(_child_text(element, "VirtualQuantity"), "number of virtual CPUs", where, 1)
+            hardware["vcpus"] = _int(_child_text(element, "VirtualQuantity"), "number of virtual CPUs", where, 1)
             cores = _child_text(element, "CoresPerSocket")
             if cores is not None:
-                cores_per_socket = _int(cores, "vmw:CoresPerSocket", where, 1)
+                hardware["cores_per_socket"] = _int(cores, "vmw:CoresPerSocket", where, 1)
         elif resource_type == RESOURCE_MEMORY:
-            quantity = _int(_child_text(element, "VirtualQuantity"), "memory VirtualQuantity", where, 1)
-            unit = allocation_units_bytes(_child_text(element, "AllocationUnits"), where, "memory AllocationUnits")
-            memory_mib = math.ceil(quantity * unit / 1024**2)
+            hardware["memory_mib"] = _memory_mib(element, where)
         elif _controller_kind(resource_type, subtype) and resource_type != RESOURCE_DISK:
+            instance = _child_text(element, "InstanceID") or ""
             controllers[instance] = (len(controllers), _controller_kind(resource_type, subtype))
         elif resource_type == RESOURCE_DISK:
-            disk_items.append(element)
+            hardware["disk_items"].append(element)
         elif resource_type == RESOURCE_NIC:
-            nics.append({
+            hardware["nics"].append({
                 "mac": _mac(_child_text(element, "Address")),
                 "network": _child_text(element, "Connection") or "",
                 "model": subtype.lower() or None,
             })
-    if vcpus is None:
+    _require_cpu_and_memory(hardware, where)
+    return hardware
+
+
+def _memory_mib(element, where: str) -> int:
+    quantity = _int(_child_text(element, "VirtualQuantity"), "memory VirtualQuantity", where, 1)
+    unit = allocation_units_bytes(_child_text(element, "AllocationUnits"), where, "memory AllocationUnits")
+    return math.ceil(quantity * unit / 1024**2)
+
+
+def _require_cpu_and_memory(hardware: dict, where: str) -> None:
+    if hardware["vcpus"] is None:
         raise DescriptorError(
             "OVF %s: no CPU item (rasd:ResourceType 3) in VirtualHardwareSection" % where,
             "re-export the VM; the descriptor is incomplete",
         )
-    if memory_mib is None:
+    if hardware["memory_mib"] is None:
         raise DescriptorError(
             "OVF %s: no memory item (rasd:ResourceType 4) in VirtualHardwareSection" % where,
             "re-export the VM; the descriptor is incomplete",
         )
 
-    attached = {}
+
+def _place_disks(disk_items: list, controllers: dict, declared_disks: dict, where: str) -> list:
+    """The DiskSection disks with the controller and unit their items give, in controller then unit order.
+
+    Every declared disk must be attached exactly once, to a storage controller item.
+    """
+    attached = set()
     placed = []
     per_controller_count: dict[str, int] = {}
     for element in disk_items:
-        host = _child_text(element, "HostResource") or ""
-        match = _HOST_RESOURCE_DISK.match(host)
-        if not match:
-            if _HOST_RESOURCE_FILE.match(host):
-                raise UnsupportedSourceError(
-                    "OVF %s: a disk item points straight at a file (%r) instead of a DiskSection disk" % (where, host),
-                    "re-export with ovftool, which writes ovf:/disk/ID references",
-                )
-            raise DescriptorError(
-                "OVF %s: disk item %r has HostResource %r, expected ovf:/disk/ID"
-                % (where, _child_text(element, "ElementName"), host),
-                "fix rasd:HostResource in the descriptor",
-            )
-        disk_id = match.group(1)
-        if disk_id not in declared_disks:
-            raise DescriptorError(
-                "OVF %s: a disk item refers to disk %r, which DiskSection does not declare" % (where, disk_id),
-                "fix rasd:HostResource or add the Disk to DiskSection",
-            )
+        disk_id = _attached_disk_id(element, declared_disks, where)
         if disk_id in attached:
             raise DescriptorError(
                 "OVF %s: disk %r is attached twice in VirtualHardwareSection" % (where, disk_id),
@@ -528,9 +550,9 @@ def parse_ovf(data: bytes, where: str) -> dict:
         else:
             unit = _int(address, "AddressOnParent of disk %r" % disk_id, where, 0)
         per_controller_count[parent] = per_controller_count.get(parent, 0) + 1
-        attached[disk_id] = True
+        attached.add(disk_id)
         placed.append((order, unit, dict(declared_disks[disk_id], controller=kind, unit=unit)))
-    unattached = sorted(set(declared_disks) - set(attached))
+    unattached = sorted(set(declared_disks) - attached)
     if unattached:
         raise DescriptorError(
             "OVF %s: disk(s) %s are declared in DiskSection but no hardware item attaches them"
@@ -538,21 +560,31 @@ def parse_ovf(data: bytes, where: str) -> dict:
             "attach the disk to a controller in VirtualHardwareSection or remove it from DiskSection",
         )
     placed.sort(key=lambda entry: (entry[0], entry[1]))
+    return [disk for _order, _unit, disk in placed]
 
-    return {
-        "name": _child_text(system, "Name") or _attr(system, "id") or "",
-        "files": files,
-        "disks": [disk for _order, _unit, disk in placed],
-        "vcpus": vcpus,
-        "cores_per_socket": cores_per_socket,
-        "memory_mib": memory_mib,
-        "firmware": firmware,
-        "secure_boot": secure_boot,
-        "guest_os": _guest_os(system),
-        "nics": nics,
-        "annotation": _annotation(system),
-        "vmware_config": vmware_config,
-    }
+
+def _attached_disk_id(element, declared_disks: dict, where: str) -> str:
+    """The DiskSection id a disk item's rasd:HostResource (ovf:/disk/ID) names."""
+    host = _child_text(element, "HostResource") or ""
+    match = _HOST_RESOURCE_DISK.match(host)
+    if not match:
+        if _HOST_RESOURCE_FILE.match(host):
+            raise UnsupportedSourceError(
+                "OVF %s: a disk item points straight at a file (%r) instead of a DiskSection disk" % (where, host),
+                "re-export with ovftool, which writes ovf:/disk/ID references",
+            )
+        raise DescriptorError(
+            "OVF %s: disk item %r has HostResource %r, expected ovf:/disk/ID"
+            % (where, _child_text(element, "ElementName"), host),
+            "fix rasd:HostResource in the descriptor",
+        )
+    disk_id = match.group(1)
+    if disk_id not in declared_disks:
+        raise DescriptorError(
+            "OVF %s: a disk item refers to disk %r, which DiskSection does not declare" % (where, disk_id),
+            "fix rasd:HostResource or add the Disk to DiskSection",
+        )
+    return disk_id
 
 
 def is_vmdk_format_url(url: str) -> bool:
