@@ -9,9 +9,15 @@ forks can never both be given the last free GiB of a host. Plain Python, no libv
 Hosts are kvm_host_info facts (``name``, ``cpus``, ``memory_total_mib``, ``memory_allocated_mib``,
 ``vcpus_allocated``, ``pools``, ``cpu``, ``domains``) plus optional ``maintenance`` and ``pool``.
 VMs are ``{"id", "name", "vcpus", "memory_mib", "disk_bytes", ...}`` (see placement RETURN).
+
+``run`` is the placement module's entry: the placement, then the move order (_placement_order).
 """
 
 from __future__ import annotations
+
+import os
+
+from ansible_collections.v2kvm.migrate.plugins.module_utils._placement_order import OrderError, batches
 
 MIB = 1024 * 1024
 STRATEGIES = ("spread", "stack")
@@ -143,14 +149,18 @@ def _score(host, strategy):
     return free if strategy == "spread" else -free
 
 
-def place(vms, hosts, options=None):
-    """Assign each VM a host. Returns {"assignments": [...], "unplaced": [...], "hosts": [...]}.
+def _check_vms(vms):
+    ids = set()
+    for index, vm in enumerate(vms):
+        _check_vm(vm, index)
+        vm_id = vm.get("id") or vm["name"]
+        if vm_id in ids:
+            raise PlacementError("VM id %s appears twice in the batch: give each VM a unique id" % vm_id)
+        ids.add(vm_id)
 
-    Every assignment says why that host won (score, runner-up) and every candidate that lost says
-    why it was rejected. VMs are placed biggest first (memory, then vCPUs, then disk), which packs
-    better than input order; results come back in input order.
-    """
-    opts = _normalize_options(options)
+
+def _host_states(hosts, opts):
+    """Each host's capacity, with the anti-affinity groups of the VMs it already runs."""
     names = [h.get("name") for h in hosts]
     if len(set(names)) != len(names):
         raise PlacementError("host names must be unique; duplicates: %s"
@@ -164,66 +174,80 @@ def place(vms, hosts, options=None):
     for state in states:
         for vm_name in state.vm_names:
             state.groups.update(group_members.get(vm_name, ()))
+    return states, group_members
 
-    ids = set()
-    for index, vm in enumerate(vms):
-        _check_vm(vm, index)
-        vm_id = vm.get("id") or vm["name"]
-        if vm_id in ids:
-            raise PlacementError("VM id %s appears twice in the batch: give each VM a unique id" % vm_id)
-        ids.add(vm_id)
+
+def _rank(vm, states, groups, need_disk, strategy):
+    """(best host, its score, runner-up, {host: why rejected}) for one VM."""
+    rejected = {}
+    best = best_score = runner_up = None
+    for state in states:
+        reason = _reject_reason(vm, state, groups, need_disk)
+        if reason is not None:
+            rejected[state.name] = reason
+            continue
+        score = _score(state, strategy)
+        if best is None or score > best_score:
+            runner_up = best
+            best, best_score = state, score
+        elif runner_up is None or score > _score(runner_up, strategy):
+            runner_up = state
+    return best, best_score, runner_up, rejected
+
+
+def _place_one(vm, states, groups, strategy):
+    """The VM's assignment entry; the chosen host's capacity is consumed at once."""
+    need_disk = int(vm.get("disk_bytes") or 0)
+    best, best_score, runner_up, rejected = _rank(vm, states, groups, need_disk, strategy)
+    entry = {"id": vm.get("id") or vm["name"], "name": vm["name"], "rejected": rejected}
+    if best is None:
+        entry.update(host=None, uri=None, pool=None, score=None,
+                     reason="no host can take %s (%d MiB, %d vCPUs, %d MiB disk): %s" % (
+                         vm["name"], int(vm["memory_mib"]), int(vm["vcpus"]), need_disk // MIB,
+                         "; ".join("%s: %s" % item for item in sorted(rejected.items())) or "no candidate hosts"))
+        return entry
+    best.ram_used += int(vm["memory_mib"])
+    best.cpu_used += int(vm["vcpus"])
+    best.pool_free -= need_disk
+    best.groups.update(groups)
+    best.vm_names.add(vm["name"])
+    entry.update(host=best.name, uri=best.facts.get("uri"), pool=best.pool, score=round(best_score, 4),
+                 reason="%s: %s wins (%s, score %.3f%s); %d of %d hosts passed the filters" % (
+                     vm["name"], best.name, strategy, best_score,
+                     ", next best %s" % runner_up.name if runner_up else "",
+                     len(states) - len(rejected), len(states)))
+    return entry
+
+
+def _host_load(state):
+    return {"name": state.name, "maintenance": state.maintenance, "pool": state.pool,
+            "memory_used_mib": state.ram_used, "memory_capacity_mib": int(state.ram_cap),
+            "vcpus_used": state.cpu_used, "vcpus_capacity": state.cpu_cap,
+            "pool_free_bytes": int(max(0, state.pool_free))}
+
+
+def place(vms, hosts, options=None):
+    """Assign each VM a host. Returns {"assignments": [...], "unplaced": [...], "hosts": [...]}.
+
+    Every assignment says why that host won (score, runner-up) and every candidate that lost says
+    why it was rejected. VMs are placed biggest first (memory, then vCPUs, then disk), which packs
+    better than input order; results come back in input order.
+    """
+    opts = _normalize_options(options)
+    states, group_members = _host_states(hosts, opts)
+    _check_vms(vms)
 
     def biggest_first(i):
         return (-int(vms[i]["memory_mib"]), -int(vms[i]["vcpus"]), -int(vms[i].get("disk_bytes") or 0), i)
 
-    order = sorted(range(len(vms)), key=biggest_first)
     results = [None] * len(vms)
-    strategy = opts["strategy"]
-    for index in order:
+    for index in sorted(range(len(vms)), key=biggest_first):
         vm = vms[index]
-        groups = _vm_groups(vm, group_members)
-        need_disk = int(vm.get("disk_bytes") or 0)
-        rejected = {}
-        best = None
-        best_score = None
-        runner_up = None
-        for state in states:
-            reason = _reject_reason(vm, state, groups, need_disk)
-            if reason is not None:
-                rejected[state.name] = reason
-                continue
-            score = _score(state, strategy)
-            if best is None or score > best_score:
-                runner_up = best
-                best, best_score = state, score
-            elif runner_up is None or score > _score(runner_up, strategy):
-                runner_up = state
-        vm_id = vm.get("id") or vm["name"]
-        entry = {"id": vm_id, "name": vm["name"], "rejected": rejected}
-        if best is None:
-            entry.update(host=None, uri=None, pool=None, score=None,
-                         reason="no host can take %s (%d MiB, %d vCPUs, %d MiB disk): %s" % (
-                             vm["name"], int(vm["memory_mib"]), int(vm["vcpus"]), need_disk // MIB,
-                             "; ".join("%s: %s" % item for item in sorted(rejected.items())) or "no candidate hosts"))
-        else:
-            best.ram_used += int(vm["memory_mib"])
-            best.cpu_used += int(vm["vcpus"])
-            best.pool_free -= need_disk
-            best.groups.update(groups)
-            best.vm_names.add(vm["name"])
-            entry.update(host=best.name, uri=best.facts.get("uri"), pool=best.pool, score=round(best_score, 4),
-                         reason="%s: %s wins (%s, score %.3f%s); %d of %d hosts passed the filters" % (
-                             vm["name"], best.name, strategy, best_score,
-                             ", next best %s" % runner_up.name if runner_up else "",
-                             len(states) - len(rejected), len(states)))
-        results[index] = entry
+        results[index] = _place_one(vm, states, _vm_groups(vm, group_members), opts["strategy"])
     return {
         "assignments": [r for r in results if r["host"]],
         "unplaced": [r for r in results if not r["host"]],
-        "hosts": [{"name": s.name, "maintenance": s.maintenance, "pool": s.pool,
-                   "memory_used_mib": s.ram_used, "memory_capacity_mib": int(s.ram_cap),
-                   "vcpus_used": s.cpu_used, "vcpus_capacity": s.cpu_cap,
-                   "pool_free_bytes": int(max(0, s.pool_free))} for s in states],
+        "hosts": [_host_load(s) for s in states],
     }
 
 
@@ -235,3 +259,49 @@ def plan_lines(result):
             host["name"], " (maintenance)" if host["maintenance"] else "", host["memory_used_mib"],
             host["memory_capacity_mib"], host["vcpus_used"], host["vcpus_capacity"]))
     return lines
+
+
+def read_maintenance_file(path):
+    """Host names listed in ``path`` (one a line, ``#`` comments); a missing file lists none."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
+
+
+_OPTION_KEYS = ("strategy", "pool", "cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio",
+                "reserved_host_memory_mib", "anti_affinity_groups")
+
+
+def plan_batch(params):
+    """The placement module's result for its ``params``: placement, ``by_id``, ``batches`` and ``plan``.
+
+    Raises PlacementError or OrderError when the input cannot be planned at all.
+    """
+    options = {key: params[key] for key in _OPTION_KEYS}
+    options["maintenance"] = list(params["maintenance"]) + read_maintenance_file(params["maintenance_file"])
+    result = place(params["vms"], params["hosts"], options)
+    by_id = {a["id"]: {"host": a["host"], "uri": a["uri"], "pool": a["pool"]} for a in result["assignments"]}
+    # Dependencies are declared by VM name; batches are handed back by id.
+    name_of = {a["id"]: a["name"] for a in result["assignments"]}
+    id_of = {name: vm_id for vm_id, name in name_of.items()}
+    order = batches([a["name"] for a in result["assignments"]], params["depends_on"], params["concurrency"])
+    order = [[id_of[name] for name in batch] for batch in order]
+    for index, batch in enumerate(order):
+        for vm_id in batch:
+            by_id[vm_id]["batch"] = index
+    plan = plan_lines(result) + ["move batch %d: %s" % (i + 1, ", ".join(name_of[v] for v in batch))
+                                 for i, batch in enumerate(order)]
+    return dict(changed=False, by_id=by_id, batches=order, plan=plan, **result)
+
+
+def run(module):
+    """The placement module's result; the module fails when the batch cannot be planned, or when a VM
+    fits nowhere and ``dry_run`` is off (with the whole plan in the failure)."""
+    try:
+        output = plan_batch(module.params)
+    except (PlacementError, OrderError) as exc:
+        module.fail_json(msg=str(exc))
+    if output["unplaced"] and not module.params["dry_run"]:
+        module.fail_json(msg="; ".join(u["reason"] for u in output["unplaced"]), **output)
+    return output

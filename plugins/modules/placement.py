@@ -156,19 +156,9 @@ plan:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._placement import PlacementError, place, plan_lines
-from ansible_collections.v2kvm.migrate.plugins.module_utils._placement_order import OrderError, batches
-
-
-def read_maintenance_file(path):
-    if not path or not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
+from ansible_collections.v2kvm.migrate.plugins.module_utils._placement import run
 
 
 def main():
@@ -191,33 +181,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    options = {key: params[key] for key in ("strategy", "pool", "cpu_allocation_ratio", "ram_allocation_ratio",
-                                            "disk_allocation_ratio", "reserved_host_memory_mib",
-                                            "anti_affinity_groups")}
-    options["maintenance"] = list(params["maintenance"]) + read_maintenance_file(params["maintenance_file"])
-    try:
-        result = place(params["vms"], params["hosts"], options)
-    except PlacementError as exc:
-        module.fail_json(msg=str(exc))
-    by_id = {a["id"]: {"host": a["host"], "uri": a["uri"], "pool": a["pool"]} for a in result["assignments"]}
-    # Dependencies are declared by VM name; batches are handed back by id.
-    name_of = {a["id"]: a["name"] for a in result["assignments"]}
-    id_of = {name: vm_id for vm_id, name in name_of.items()}
-    try:
-        order = batches([a["name"] for a in result["assignments"]], params["depends_on"], params["concurrency"])
-    except OrderError as exc:
-        module.fail_json(msg=str(exc))
-    order = [[id_of[name] for name in batch] for batch in order]
-    for index, batch in enumerate(order):
-        for vm_id in batch:
-            by_id[vm_id]["batch"] = index
-    plan = plan_lines(result) + ["move batch %d: %s" % (i + 1, ", ".join(name_of[v] for v in batch))
-                                 for i, batch in enumerate(order)]
-    output = dict(changed=False, by_id=by_id, batches=order, plan=plan, **result)
-    if result["unplaced"] and not params["dry_run"]:
-        module.fail_json(msg="; ".join(u["reason"] for u in result["unplaced"]), **output)
-    module.exit_json(**output)
+    module.exit_json(**run(module))
 
 
 if __name__ == "__main__":
