@@ -83,16 +83,7 @@ def map_networks(nics, network_map, default_network):
     return targets
 
 
-def plan_from_spec(spec, *, name, disks, network_map=None, default_network=None, keep_macs=True,
-                   disk_bus="virtio", nic_model="virtio", domain_type="qemu", machine=None,
-                   cpu_mode=None, firmware=None, serial_log=None):
-    """Every decision needed to render the domain, from the spec and the module's options.
-
-    ``disks`` is index-aligned with spec['disks'] and holds resolved targets:
-    {"path", "format", "pool", "volume"} (pool/volume None when no libvirt pool holds the file).
-    ``domain_type`` must already be resolved (not 'auto'); ``cpu_mode`` None means the default
-    for the domain type.
-    """
+def _check_choices(name, domain_type, disk_bus, spec_disks, disks):
     if not NAME_RE.match(name or ""):
         raise DomainSpecError(
             "domain name %r is not usable: it must match %s; set the name option" % (name, NAME_RE.pattern))
@@ -100,13 +91,16 @@ def plan_from_spec(spec, *, name, disks, network_map=None, default_network=None,
         raise DomainSpecError("domain_type %r must be one of %s" % (domain_type, ", ".join(DOMAIN_TYPES)))
     if disk_bus not in DISK_BUSES:
         raise DomainSpecError("disk_bus %r must be one of %s" % (disk_bus, ", ".join(DISK_BUSES)))
-    spec_disks = spec.get("disks") or []
     if not spec_disks:
         raise DomainSpecError("spec.disks is empty: a migrated VM needs at least its boot disk")
     if len(disks) != len(spec_disks):
         raise DomainSpecError(
             "disks has %d entries but spec.disks has %d: pass one target path per spec disk, in order"
             % (len(disks), len(spec_disks)))
+
+
+def _platform(spec, *, firmware, machine, disk_bus, domain_type, cpu_mode):
+    """firmware, secure boot, machine and CPU mode, checked against each other."""
     firmware = firmware or spec.get("firmware") or "bios"
     if firmware not in ("bios", "uefi"):
         raise DomainSpecError("firmware %r must be bios or uefi" % firmware)
@@ -120,11 +114,10 @@ def plan_from_spec(spec, *, name, disks, network_map=None, default_network=None,
         cpu_mode = default_cpu_mode(domain_type)
     elif cpu_mode not in CPU_MODES:
         raise DomainSpecError("cpu_mode %r must be one of %s" % (cpu_mode, ", ".join(CPU_MODES)))
-    vcpus = int(spec.get("vcpus") or 1)
-    memory_mib = int(spec.get("memory_mib") or 0)
-    if vcpus < 1 or memory_mib < 1:
-        raise DomainSpecError("spec.vcpus and spec.memory_mib must be >= 1 (got %r, %r)" % (vcpus, memory_mib))
+    return {"firmware": firmware, "secure_boot": secure_boot, "machine": machine, "cpu_mode": cpu_mode}
 
+
+def _plan_disks(disks, disk_bus):
     plan_disks = []
     for index, disk in enumerate(disks):
         if disk.get("format") not in ("qcow2", "raw"):
@@ -139,8 +132,10 @@ def plan_from_spec(spec, *, name, disks, network_map=None, default_network=None,
             "bus": disk_bus,
             "dev": target_dev(disk_bus, index),
         })
+    return plan_disks
 
-    nics = spec.get("nics") or []
+
+def _plan_nics(nics, network_map, default_network, keep_macs, nic_model):
     plan_nics = []
     for nic, target in zip(nics, map_networks(nics, network_map, default_network)):
         plan_nics.append({
@@ -148,18 +143,40 @@ def plan_from_spec(spec, *, name, disks, network_map=None, default_network=None,
             "mac": (nic.get("mac") or None) if keep_macs else None,
             "model": nic_model,
         })
+    return plan_nics
+
+
+def plan_from_spec(spec, *, name, disks, network_map=None, default_network=None, keep_macs=True,
+                   disk_bus="virtio", nic_model="virtio", domain_type="qemu", machine=None,
+                   cpu_mode=None, firmware=None, serial_log=None):
+    """Every decision needed to render the domain, from the spec and the module's options.
+
+    ``disks`` is index-aligned with spec['disks'] and holds resolved targets:
+    {"path", "format", "pool", "volume"} (pool/volume None when no libvirt pool holds the file).
+    ``domain_type`` must already be resolved (not 'auto'); ``cpu_mode`` None means the default
+    for the domain type.
+    """
+    _check_choices(name, domain_type, disk_bus, spec.get("disks") or [], disks)
+    platform = _platform(spec, firmware=firmware, machine=machine, disk_bus=disk_bus, domain_type=domain_type,
+                         cpu_mode=cpu_mode)
+    vcpus = int(spec.get("vcpus") or 1)
+    memory_mib = int(spec.get("memory_mib") or 0)
+    if vcpus < 1 or memory_mib < 1:
+        raise DomainSpecError("spec.vcpus and spec.memory_mib must be >= 1 (got %r, %r)" % (vcpus, memory_mib))
+    plan_disks = _plan_disks(disks, disk_bus)
+    plan_nics = _plan_nics(spec.get("nics") or [], network_map, default_network, keep_macs, nic_model)
 
     guest_os = spec.get("guest_os") or {}
     return {
         "name": name,
         "domain_type": domain_type,
-        "machine": machine,
+        "machine": platform["machine"],
         "memory_mib": memory_mib,
         "vcpus": vcpus,
         "topology": _topology(vcpus, int(spec.get("cores_per_socket") or 1)),
-        "cpu_mode": cpu_mode,
-        "firmware": firmware,
-        "secure_boot": secure_boot,
+        "cpu_mode": platform["cpu_mode"],
+        "firmware": platform["firmware"],
+        "secure_boot": platform["secure_boot"],
         # Windows keeps its RTC in local time; everything else expects UTC.
         "clock": "localtime" if guest_os.get("family") == "windows" else "utc",
         # libvirt keeps <title> to one line; both are shown by virsh and virt-manager.
