@@ -4,13 +4,17 @@
 
 Pure functions of the spec (docs/vm-spec.md) and a few facts about the target, so one code path
 serves vSphere and OVA sources (rules about vSphere-only facts simply find nothing for an OVA).
+``run`` is the preflight module's entry: it reads those facts (free space, the target's domain names),
+then evaluates.
 """
 
 from __future__ import annotations
 
 import re
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import needed_bytes
+from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes, needed_bytes
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import connect_for_module
+from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import records, same_source
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITIES = (CRITICAL, WARNING, INFO)
@@ -127,3 +131,33 @@ def evaluate(spec, *, mode="cold", target_free_bytes=None, existing_names=()):
 
 def summary(findings):
     return {severity: sum(f["severity"] == severity for f in findings) for severity in SEVERITIES}
+
+
+def target_domain_names(conn, spec):
+    """Names of the target's domains, but for those recorded as migrations of this same source: a re-run after
+    an interrupted run finds its own unfinished domain there, which the role's phases take over."""
+    own = {record["name"] for record in records(conn) if same_source(record["metadata"].get("source"),
+                                                                     spec.get("source"))}
+    return [domain.name() for domain in conn.listAllDomains() if domain.name() not in own]
+
+
+def run(module):
+    """The preflight module's result; the module fails on a critical finding when ``fail_on_critical``."""
+    params = module.params
+    free = free_bytes(params["target_path"]) if params["target_path"] else None
+    names = list(params["existing_names"])
+    if params["uri"]:
+        conn = connect_for_module(module, params["uri"])
+        try:
+            names += target_domain_names(conn, params["spec"])
+        finally:
+            conn.close()
+    findings = evaluate(params["spec"], mode=params["mode"], target_free_bytes=free, existing_names=names)
+    counts = summary(findings)
+    result = dict(changed=False, findings=findings, summary=counts, blocked=counts["critical"] > 0,
+                  target_free_bytes=free)
+    if result["blocked"] and params["fail_on_critical"]:
+        module.fail_json(msg="pre-flight of %s found %d critical problem(s): %s" % (
+            params["spec"].get("name"), counts["critical"],
+            " | ".join(f["message"] for f in findings if f["severity"] == CRITICAL)), **result)
+    return result

@@ -98,34 +98,9 @@ target_free_bytes:
   type: int
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils import _preflight_rules as rules
-from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes
-from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import records, same_source
-from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    HAS_LIBVIRT,
-    LIBVIRT_IMPORT_ERROR,
-    LibvirtConnectionError,
-    open_connection,
-)
-
-
-def _domain_names(module, uri, spec):
-    """Names of the target's domains, but for those recorded as migrations of this same source: a re-run after
-    an interrupted run finds its own unfinished domain there, which the role's phases take over."""
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
-    try:
-        conn = open_connection(uri)
-    except LibvirtConnectionError as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        own = {record["name"] for record in records(conn) if same_source(record["metadata"].get("source"),
-                                                                         spec.get("source"))}
-        return [domain.name() for domain in conn.listAllDomains() if domain.name() not in own]
-    finally:
-        conn.close()
+from ansible_collections.v2kvm.migrate.plugins.module_utils._preflight_rules import run
 
 
 def main():
@@ -137,20 +112,7 @@ def main():
         existing_names=dict(type="list", elements="str", default=[]),
         fail_on_critical=dict(type="bool", default=True),
     ), supports_check_mode=True)
-    params = module.params
-    free = free_bytes(params["target_path"]) if params["target_path"] else None
-    names = list(params["existing_names"])
-    if params["uri"]:
-        names += _domain_names(module, params["uri"], params["spec"])
-    findings = rules.evaluate(params["spec"], mode=params["mode"], target_free_bytes=free, existing_names=names)
-    counts = rules.summary(findings)
-    result = dict(changed=False, findings=findings, summary=counts, blocked=counts["critical"] > 0,
-                  target_free_bytes=free)
-    if result["blocked"] and params["fail_on_critical"]:
-        module.fail_json(msg="pre-flight of %s found %d critical problem(s): %s" % (
-            params["spec"].get("name"), counts["critical"],
-            " | ".join(f["message"] for f in findings if f["severity"] == rules.CRITICAL)), **result)
-    module.exit_json(**result)
+    module.exit_json(**run(module))
 
 
 if __name__ == "__main__":
