@@ -81,128 +81,9 @@ allocation:
   sample: 53687091200
 """
 
-import os
-import time
-import xml.etree.ElementTree as ET
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._domain_metadata import parse_libvirt_xml
-from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    connect_for_module,
-    is_local_uri,
-    libvirt,
-)
-
-
-def _pool_xml(name, path):
-    root = ET.Element("pool", {"type": "dir"})
-    ET.SubElement(root, "name").text = name
-    target = ET.SubElement(root, "target")
-    ET.SubElement(target, "path").text = path
-    return ET.tostring(root, encoding="unicode")
-
-
-def _lookup(conn, name):
-    try:
-        return conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            return None
-        raise
-
-
-def _state_of(pool):
-    if pool is None:
-        return {"state": "absent"}
-    root = parse_libvirt_xml(pool.XMLDesc(libvirt.VIR_STORAGE_XML_INACTIVE))
-    return {
-        "state": "present",
-        "type": root.get("type"),
-        "path": root.findtext("target/path"),
-        "active": bool(pool.isActive()),
-        "autostart": bool(pool.autostart()),
-    }
-
-
-def _sizes(pool):
-    _state, capacity, allocation, available = pool.info()
-    return {"capacity": capacity, "allocation": allocation, "available": available}
-
-
-def _statvfs_sizes(path):
-    # Check mode on a pool that does not exist yet: report the file system the pool would use.
-    probe = path
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    try:
-        st = os.statvfs(probe or "/")
-    except OSError:
-        return {"capacity": None, "allocation": None, "available": None}
-    capacity = st.f_blocks * st.f_frsize
-    available = st.f_bavail * st.f_frsize
-    return {"capacity": capacity, "allocation": capacity - st.f_bfree * st.f_frsize, "available": available}
-
-
-def ensure_present(module, conn, name, path):
-    pool = _lookup(conn, name)
-    before = _state_of(pool)
-    if pool is not None and before["type"] != "dir":
-        module.fail_json(msg="storage pool %s exists with type %s, not dir: choose another name for the "
-                             "v2kvm pool" % (name, before["type"]))
-    if pool is not None and os.path.normpath(before["path"] or "") != path:
-        module.fail_json(msg="storage pool %s already exists for %s, not %s: use that path, or another "
-                             "pool name (the existing pool is not moved)" % (name, before["path"], path))
-    after = {"state": "present", "type": "dir", "path": path, "active": True, "autostart": True}
-    changed = before != after
-    if not module.check_mode:
-        pool = _set_up(module, conn, pool, name, path)
-        sizes = _sizes(pool)
-    else:
-        sizes = _sizes(pool) if pool is not None and before["active"] else _statvfs_sizes(path)
-    return changed, before, after, sizes
-
-
-def _set_up(module, conn, pool, name, path, attempts=5):
-    """Define, build, start and autostart the pool; returns it.
-
-    The forks of one run all ensure the same pool at the same moment: another fork may define or
-    start it between our lookup and our call. Such a lost race is not an error: look again and go on.
-    """
-    for attempt in range(attempts):
-        try:
-            if pool is None:
-                pool = conn.storagePoolDefineXML(_pool_xml(name, path), 0)
-                # Building a dir pool creates the directory; an existing one keeps its owner and mode.
-                if not os.path.isdir(path) or not is_local_uri(module.params["uri"]):
-                    pool.build(0)
-            if not pool.isActive():
-                pool.create(0)
-            if not pool.autostart():
-                pool.setAutostart(1)
-            # Always rescan: other tasks add volume files behind libvirt's back. Not a change.
-            pool.refresh(0)
-            return pool
-        except libvirt.libvirtError as exc:
-            if attempt == attempts - 1:
-                module.fail_json(msg="could not set up storage pool %s at %s: %s" % (name, path, exc))
-            time.sleep(0.5)
-            pool = _lookup(conn, name)
-    return pool
-
-
-def ensure_absent(module, conn, name):
-    pool = _lookup(conn, name)
-    before = _state_of(pool)
-    after = {"state": "absent"}
-    if pool is not None and not module.check_mode:
-        try:
-            if pool.isActive():
-                pool.destroy()
-            pool.undefine()
-        except libvirt.libvirtError as exc:
-            module.fail_json(msg="could not remove storage pool %s: %s" % (name, exc))
-    return pool is not None, before, after, {"capacity": None, "allocation": None, "available": None}
+from ansible_collections.v2kvm.migrate.plugins.module_utils._pool_reconciler import PoolReconciler
 
 
 def main():
@@ -216,17 +97,7 @@ def main():
         required_if=[("state", "present", ("path",))],
         supports_check_mode=True,
     )
-    conn = connect_for_module(module, module.params["uri"])
-    name = module.params["name"]
-    if module.params["state"] == "present":
-        path = os.path.normpath(os.path.abspath(module.params["path"]))
-        changed, before, after, sizes = ensure_present(module, conn, name, path)
-    else:
-        changed, before, after, sizes = ensure_absent(module, conn, name)
-    result = dict(changed=changed, path=after.get("path"), **sizes)
-    if module._diff:
-        result["diff"] = {"before": before, "after": after}
-    module.exit_json(**result)
+    module.exit_json(**PoolReconciler(module).run())
 
 
 if __name__ == "__main__":
