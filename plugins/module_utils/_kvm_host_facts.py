@@ -5,21 +5,23 @@
 The facts are what placement filters and weighs: CPUs and memory (total, free, and what the
 defined domains already claim), storage pools with their free space, the host CPU model and
 features (CPU compatibility), and every domain with its allocation. Plain Python over a
-virConnect, so it is unit-testable with a fake connection.
+virConnect, so it is unit-testable with libvirt's test driver. ``run`` is the kvm_host_info
+module's entry.
 """
 
 from __future__ import annotations
 
-from xml.etree import ElementTree
+from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_detect import detect_domain_type
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_adapter import domain_disks, parse_xml
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
+    connect_for_module,
+    is_local_uri,
+    libvirt,
+)
 
 MIB = 1024 * 1024
 _STATE_NAMES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
                 6: "crashed", 7: "pmsuspended"}
-
-
-def _xml(text):
-    # libvirt's own XML (capabilities, domain, pool): trusted, produced by the daemon we talk to.
-    return ElementTree.fromstring(text)  # noqa: S314
 
 
 def host_cpu(caps_root):
@@ -48,18 +50,11 @@ def offered_domain_types(caps_root, arch):
 
 def domain_facts(dom):
     """Name, state and allocation of one domain (defined or running)."""
-    root = _xml(dom.XMLDesc(0))
+    xml = dom.XMLDesc(0)
+    root = parse_xml(xml)
     state = dom.state()[0]
     memory_kib = int(root.findtext("memory") or 0)
     vcpus = int(root.findtext("vcpu") or 1)
-    disks = []
-    for disk in root.findall("devices/disk"):
-        if disk.get("device", "disk") != "disk":
-            continue
-        source = disk.find("source")
-        path = None if source is None else (source.get("file") or source.get("dev"))
-        target = disk.find("target")
-        disks.append({"path": path, "target": None if target is None else target.get("dev")})
     cpu = root.find("cpu")
     return {
         "name": dom.name(),
@@ -71,7 +66,7 @@ def domain_facts(dom):
         "memory_mib": memory_kib // 1024,
         "domain_type": root.get("type"),
         "cpu_mode": None if cpu is None else cpu.get("mode"),
-        "disks": disks,
+        "disks": domain_disks(xml),
     }
 
 
@@ -79,7 +74,7 @@ def pool_facts(pool):
     if pool.isActive():
         # Files written by other tools (qemu-img) show in the free space only after a refresh.
         pool.refresh(0)
-    root = _xml(pool.XMLDesc(0))
+    root = parse_xml(pool.XMLDesc(0))
     _state, capacity, allocation, available = pool.info()
     return {
         "name": pool.name(),
@@ -94,7 +89,7 @@ def pool_facts(pool):
 
 def gather(conn, *, name=None, uri=None, domain_types=None):
     """All facts of the host behind ``conn`` as one JSON-able dict (see kvm_host_info RETURN)."""
-    caps = _xml(conn.getCapabilities())
+    caps = parse_xml(conn.getCapabilities())
     cpu = host_cpu(caps)
     model, memory_mib, cpus, _mhz, _nodes, _sockets, _cores, _threads = conn.getInfo()
     free_bytes = conn.getFreeMemory()
@@ -127,3 +122,22 @@ def gather(conn, *, name=None, uri=None, domain_types=None):
         "pools": pools,
         "domains": domains,
     }
+
+
+def run(module):
+    """The kvm_host_info module's result: the facts of the host at ``uri`` with the module's own options."""
+    params = module.params
+    uri = params["uri"]
+    conn = connect_for_module(module, uri)
+    try:
+        verdict = None
+        if params["probe_domain_type"]:
+            verdict = detect_domain_type(conn, local=is_local_uri(uri), probe=not module.check_mode)
+        facts = gather(conn, name=params["name"], uri=uri, domain_types=verdict)
+    except libvirt.libvirtError as exc:
+        module.fail_json(msg="reading the facts of %s failed: %s" % (uri, exc))
+    finally:
+        conn.close()
+    facts["maintenance"] = params["maintenance"]
+    facts["pool"] = params["pool"]
+    return dict(changed=False, host=facts)

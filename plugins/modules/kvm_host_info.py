@@ -154,13 +154,7 @@ host:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_detect import detect_domain_type
-from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_host_facts import gather
-from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import (
-    connect_for_module,
-    is_local_uri,
-    libvirt,
-)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_host_facts import run
 
 
 def main():
@@ -174,20 +168,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    uri = module.params["uri"]
-    conn = connect_for_module(module, uri)
-    try:
-        verdict = None
-        if module.params["probe_domain_type"]:
-            verdict = detect_domain_type(conn, local=is_local_uri(uri), probe=not module.check_mode)
-        facts = gather(conn, name=module.params["name"], uri=uri, domain_types=verdict)
-    except libvirt.libvirtError as exc:
-        module.fail_json(msg="reading the facts of %s failed: %s" % (uri, exc))
-    finally:
-        conn.close()
-    facts["maintenance"] = module.params["maintenance"]
-    facts["pool"] = module.params["pool"]
-    module.exit_json(changed=False, host=facts)
+    module.exit_json(**run(module))
 
 
 if __name__ == "__main__":
