@@ -80,12 +80,17 @@ def write_sidecar(dest: str, state: dict) -> None:
     fsync_directory(directory)
 
 
-def remove_sidecar(dest: str) -> bool:
+def remove_file(path: str) -> bool:
+    """Remove ``path``; False when it was not there."""
     try:
-        os.unlink(sidecar_path(dest))
+        os.unlink(path)
     except FileNotFoundError:
         return False
     return True
+
+
+def remove_sidecar(dest: str) -> bool:
+    return remove_file(sidecar_path(dest))
 
 
 def fsync_directory(directory: str) -> None:

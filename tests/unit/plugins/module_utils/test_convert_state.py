@@ -96,3 +96,10 @@ def test_touched_source_with_the_same_verified_digest_is_not_stale(world):
     assert state_store.stale_reason(state, touched, str(dest), "qcow2") is None
     unverified = dict(touched, sha256=None)
     assert "mtime_ns" in state_store.stale_reason(state, unverified, str(dest), "qcow2")
+
+
+def test_remove_file_says_whether_there_was_one(tmp_path):
+    leftover = tmp_path / ".disk.qcow2.part"
+    leftover.write_bytes(b"half")
+    assert state_store.remove_file(str(leftover)) is True and not leftover.exists()
+    assert state_store.remove_file(str(leftover)) is False

@@ -1,5 +1,6 @@
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+import errno
 import os
 import subprocess
 
@@ -59,3 +60,34 @@ def test_needed_bytes_prefers_the_allocated_size():
     assert _disk_room.needed_bytes({"capacity_bytes": 80 << 30, "populated_bytes": 6 << 30}) == 6 << 30
     assert _disk_room.needed_bytes({"capacity_bytes": 80 << 30, "populated_bytes": None}) == 80 << 30
     assert _disk_room.needed_bytes({"capacity_bytes": 80 << 30, "populated_bytes": 0}) == 0
+
+
+def test_a_file_system_filled_midway_names_the_sizes_and_how_much_to_free():
+    msg = _disk_room.filled_up_message("/data/web01.vmdk", "/pool/web01.qcow2", "qcow2", 3 << 30, 1 << 30)
+    assert msg.startswith("converting /data/web01.vmdk to qcow2 ran out of space: the file system holding /pool ")
+    assert "after the free-space check had passed" in msg and "Nothing was left at /pool/web01.qcow2" in msg
+    assert "needs 3.0 GiB (3221225472 bytes, qemu-img measure)" in msg and "has 1.0 GiB (1073741824 bytes) free" in msg
+    assert msg.endswith("Fix: free at least 2.0 GiB on the file system holding /pool (or choose a dest on another "
+                        "file system), then run again")
+
+
+def test_once_the_space_is_back_the_fix_says_keep_it_free():
+    msg = _disk_room.filled_up_message("/data/web01.vmdk", "/pool/web01.qcow2", "raw", 1 << 30, 1 << 30)
+    assert msg.endswith("Fix: enough space is free again now: keep it free (stop what else writes there) and run "
+                        "again")
+
+
+def test_before_writing_the_same_rule_decides_whether_it_fits():
+    assert _disk_room.shortfall_message("/pool/d.qcow2", 1 << 30, 1 << 30) is None
+    msg = _disk_room.shortfall_message("/pool/d.qcow2", (1 << 30) + 512, 1 << 30)
+    assert msg == ("not enough free space for /pool/d.qcow2: the converted disk needs 1.0 GiB (1073742336 bytes, "
+                   "qemu-img measure) but the file system holding /pool has 1.0 GiB (1073741824 bytes) free; free at "
+                   "least 512 bytes there, or choose a dest (storage pool) on another file system")
+    assert [_disk_room.missing(need, 100) for need in (0, 100, 101)] == [0, 0, 1]
+
+
+def test_full_file_systems_are_recognised_from_qemu_img_and_from_our_own_writes():
+    full = _qemu_img.QemuImgError("convert failed", stderr="error while writing: " + os.strerror(errno.ENOSPC))
+    assert _disk_room.out_of_space(full) and _disk_room.out_of_space(OSError(errno.EDQUOT, "quota"))
+    assert not _disk_room.out_of_space(_qemu_img.QemuImgError("bad header", stderr="Invalid footer"))
+    assert not _disk_room.out_of_space(OSError(errno.EIO, "I/O error"))
