@@ -3,20 +3,25 @@
 """Find what a target host already holds of a source's migration, from the v2kvm metadata in its
 libvirt domains (docs/architecture.md: the migration state lives on the target).
 
-The host side (``records``, ``describe``) reads libvirt and stats source files; ``verdict`` turns
-records into the module's answer and needs neither, so the controller can answer many VMs from one
-listing of a host (plugins/action/migration_state.py)."""
+The host side (``records``, ``describe``, ``answer``) reads libvirt and stats source files; ``verdict``
+turns records into the module's answer and needs neither, so the controller can answer many VMs from one
+listing of a host (plugins/action/migration_state.py, which reads that listing with ``read_listing`` when
+the controller is the host). ``run`` is the migration_state module's entry."""
 
 from __future__ import annotations
 
 import os
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_adapter import lookup_domain
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import connect_for_module, open_connection
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import domain_name_for
 
 # libvirt's VIR_DOMAIN_XML_INACTIVE, so this file needs no libvirt import of its own.
 VIR_DOMAIN_XML_INACTIVE = 2
 FILE_SOURCES = ("ova", "ovf", "vmdk")
+# The module's options that ask about one source; without them it lists the host's migrations.
+SOURCE_OPTIONS = ("source_path", "name")
 
 
 def file_stat(path):
@@ -32,9 +37,11 @@ def records(conn, name=None):
     """One record per domain carrying v2kvm metadata (only ``name`` when given): its name, whether
     it runs, the metadata, the real path of a recorded source path and, for file sources, its current stat."""
     found = []
-    for dom in conn.listAllDomains(0):
-        if name and dom.name() != name:
-            continue
+    if name:
+        domains = [dom for dom in (lookup_domain(conn, name),) if dom is not None]
+    else:
+        domains = conn.listAllDomains(0)
+    for dom in domains:
         # The persistent definition is the record (the live XML keeps what the guest was started with).
         meta = meta_xml.from_domain_xml(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0))
         if meta is None:
@@ -137,3 +144,35 @@ def verdict_from_listing(listing, source_path=None, name=None):
         found = [record for record in found if _from_source(record, source_path)]
     result = verdict(found, source_path, name)
     return result if result["complete"] else None
+
+
+def asks_about_one_source(args):
+    """Whether the module's arguments ask about one source (else they ask for the host's listing)."""
+    return any(args.get(option) for option in SOURCE_OPTIONS)
+
+
+def answer(conn, source_path=None, name=None):
+    """The module's answer from the host behind ``conn``: its listing, or the verdict on one source."""
+    if not asks_about_one_source({"source_path": source_path, "name": name}):
+        return {"migrations": records(conn)}
+    return describe(conn, source_path, name)
+
+
+def read_listing(uri):
+    """``records`` of the host at ``uri`` over a read-only connection (LibvirtConnectionError when it
+    cannot be opened)."""
+    conn = open_connection(uri, read_only=True)
+    try:
+        return records(conn)
+    finally:
+        conn.close()
+
+
+def run(module):
+    """The migration_state module's result."""
+    params = module.params
+    conn = connect_for_module(module, params["uri"])
+    try:
+        return dict(changed=False, **answer(conn, params["source_path"], params["name"]))
+    finally:
+        conn.close()

@@ -125,8 +125,7 @@ migrations:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_conn import connect_for_module
-from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import describe, records
+from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup import run
 
 
 def main():
@@ -138,11 +137,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    conn = connect_for_module(module, module.params["uri"])
-    source_path, name = module.params["source_path"], module.params["name"]
-    if not source_path and not name:
-        module.exit_json(changed=False, migrations=records(conn))
-    module.exit_json(changed=False, **describe(conn, source_path, name))
+    module.exit_json(**run(module))
 
 
 if __name__ == "__main__":
