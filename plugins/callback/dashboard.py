@@ -122,37 +122,23 @@ options:
         key: theme
 """
 
-import atexit
-import json
 import os
-import signal
 import sys
-import threading
+import signal
 import time
-import xml.etree.ElementTree as ET
 
 from ansible import constants as C
-from ansible.config.manager import ensure_type
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_sample import FORWARDED_FIELDS, PROGRESS_KEY
-from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import neutral, untrusted
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
-    FAILED, RUNNING, SUCCEEDED, MigrationBoard)
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._ansible_events import AnsibleEventSource
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._callback_options import option_vars, options_from_play
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import CLOCK_REDRAW, LineView, TerminalView
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._event_log_sink import EventLogSink
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._report_sink import ReportSink
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._run_end_hook import register_end_hook
 
 _CI_VARS = ("CI", "JOB_ID", "BUILD_ID", "TF_BUILD")
-# One encoder for every event: json.dumps() with non-default arguments builds a new encoder per call.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
-_FLUSH_EVERY = 1.0  # seconds: the event log is buffered, and flushed at least this often while events come
-
-
-def _raw_result(result):
-    """The result dict as the worker sent it. ``result._result`` makes (and caches) a deep native copy
-    for each callback that asks; the few top-level keys read here do not need it."""
-    raw = getattr(result, "_return_data", None)
-    return raw if isinstance(raw, dict) else result._result
+_OPTION_VARS = option_vars(DOCUMENTATION)
 
 
 def plain_output_wanted(environ=None, stream=None) -> bool:
@@ -171,44 +157,9 @@ def plain_output_wanted(environ=None, stream=None) -> bool:
         return True
 
 
-def _text_or_none(value):
-    return None if value is None else str(value)
-
-
-def _option_vars():
-    """option name -> {var, type} for every option a play variable may set (from DOCUMENTATION)."""
-    import yaml
-
-    options = yaml.safe_load(DOCUMENTATION)["options"]
-    return {name: {"var": spec["vars"][0]["name"], "type": spec.get("type", "str")}
-            for name, spec in options.items() if spec.get("vars")}
-
-
-_OPTION_VARS = _option_vars()
-
-
-# Tasks that only keep the play's books (facts, includes, argument checks): they never are what a VM is
-# doing, so they do not take its stage column or a progress line.
-_BOOKKEEPING_ACTIONS = frozenset(("set_fact", "validate_argument_spec", "include_tasks", "import_tasks",
-                                  "include_role", "import_role", "include_vars", "meta"))
-
-
-def _action_name(task):
-    """The task's module without its collection (set_fact for ansible.builtin.set_fact)."""
-    action = getattr(task, "action", None)
-    return action.rsplit(".", 1)[-1] if isinstance(action, str) else ""
-
-
-def _is_bookkeeping(task):
-    return _action_name(task) in _BOOKKEEPING_ACTIONS
-
-
-def _task_label(task):
-    """The task's own name: a role prefix (v2kvm.migrate.migrate_vm : ...) only eats the stage column."""
-    return task.name or task.get_name()
-
-
 class CallbackModule(CallbackBase):
+    """The event source with the terminal or line view, the event log and the reports as its sinks."""
+
     CALLBACK_VERSION = 2.0
     # 'notification' so it can also be enabled beside another stdout callback; as stdout callback
     # ansible-core loads it by name whatever its type.
@@ -218,18 +169,14 @@ class CallbackModule(CallbackBase):
 
     def __init__(self, display=None, options=None, stream=None, clock=time.time, live=True):
         super().__init__(display=display, options=options)
-        self.board = MigrationBoard()
+        self.source = AnsibleEventSource(clock=clock, display=self._display, name="dashboard")
         self._clock = clock
         self._stream = stream
         self._view = None
-        self._events_fh = None
-        self._events_flushed = 0.0
-        self._lock = threading.RLock()
+        self._events_log = None
         self._started = False
         self._vars_read = False
-        self._early_events = []
-        self._finished = False
-        self._heartbeat = None
+        self._run_start = None
         # live=False (tests driving a fake clock): no heartbeat thread and no exit hook; they call both.
         self._heartbeat_wanted = live
         self._exit_hook_wanted = live
@@ -259,38 +206,47 @@ class CallbackModule(CallbackBase):
             return "line"
         return mode
 
+    def _make_view(self, mode):
+        stream = self._stream or sys.stdout
+        if mode == "terminal":
+            return TerminalView(self.source.board, stream=stream, refresh_interval=self.get_option("refresh_interval"),
+                                theme=self.get_option("theme"), keys=self.get_option("keys"), on_quit=self._quit,
+                                clock=self._clock)
+        if mode == "line":
+            return LineView(self.source.board, stream=stream, interval=self.get_option("line_interval"),
+                            clock=self._clock)
+        return None
+
     def _start(self):
         if self._started:
             return
         self._started = True
-        self._register_exit_hook()
+        if self._exit_hook_wanted:
+            self._exit_hook_wanted = False  # once, even if the options set the sinks up again
+            register_end_hook(self._at_exit)
         mode = self._choose_mode()
-        stream = self._stream or sys.stdout
-        if mode == "terminal":
-            self._view = TerminalView(self.board, stream=stream, refresh_interval=self.get_option("refresh_interval"),
-                                      theme=self.get_option("theme"), keys=self.get_option("keys"),
-                                      on_quit=self._quit, clock=self._clock)
-        elif mode == "line":
-            self._view = LineView(self.board, stream=stream, interval=self.get_option("line_interval"),
-                                  clock=self._clock)
-        if self._view is not None and self._heartbeat_wanted:
-            period = min(self.get_option("refresh_interval"), CLOCK_REDRAW) if mode == "terminal" else 1.0
-            self._heartbeat = Heartbeat(self._beat, period)
-            self._heartbeat.start()
+        self._view = self._make_view(mode)
         path = self.get_option("events_file")
-        if path:
-            self._events_fh = open(path, "a", encoding="utf-8")
+        self._events_log = EventLogSink(path) if path else None
+        reports = ReportSink(self.source.board, summary_path=self.get_option("summary_file") or "",
+                             junit_path=self.get_option("junit_file") or "")
+        self.source.sinks = [sink for sink in (self._events_log, self._view, reports) if sink is not None]
+        if self._view is not None and self._heartbeat_wanted:
+            self.source.start_heartbeat(min(self.get_option("refresh_interval"), CLOCK_REDRAW)
+                                        if mode == "terminal" else 1.0)
 
-    def _beat(self):
-        with self._lock:
-            if self._view is not None and not self._finished:
-                self._view.heartbeat()
-
-    def _stop_heartbeat(self):
-        # Outside self._lock: a beat waiting for it holds the fork guard, and stop() waits for the beat.
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-            self._heartbeat = None
+    def _restart(self):
+        """Only the run_start event has happened: set the view, the event log and the reports up again."""
+        self.source.stop_heartbeat()
+        with self.source.lock:
+            for sink in self.source.sinks:
+                sink.discard()
+            self.source.sinks = []
+        self._started = False
+        self._start()
+        if self._events_log is not None and self._run_start is not None:
+            # The new event log must hold the whole run, run_start included.
+            self._events_log.event(self._run_start)
 
     @staticmethod
     def _quit():
@@ -298,255 +254,48 @@ class CallbackModule(CallbackBase):
         # a background job stops it on the target before exiting (see docs/dashboard.md).
         os.kill(os.getpid(), signal.SIGINT)
 
-    # -- event plumbing -------------------------------------------------------------------------
-
-    def emit(self, event: dict) -> None:
-        # Messages, task items and names come from sources and hosts: escaped once here, for every view.
-        event = neutral(event)
-        event.setdefault("ts", self._clock())
-        with self._lock:
-            self.board.apply(event)
-            if self._events_fh is not None:
-                self._events_fh.write(_encode(event) + "\n")
-                now = time.monotonic()
-                if now - self._events_flushed >= _FLUSH_EVERY:
-                    self._events_fh.flush()
-                    self._events_flushed = now
-            if self._view is not None:
-                self._view.on_event(event)
-
-    def _tick(self):
-        """An Ansible event that changes nothing on the board: draw a frame left pending by the rate limit."""
-        with self._lock:
-            if self._view is not None:
-                self._view.tick()
-
-    def _task_event(self, result, status):
-        res = _raw_result(result)
-        task = result._task
-        event = {"type": "task_end", "host": result._host.get_name(), "task": _task_label(task),
-                 "task_uuid": task._uuid, "status": status}
-        if status in ("failed", "unreachable"):
-            event["msg"] = str(res.get("msg") or res.get("reason") or res.get("stderr") or "")[:2000]
-        facts = res.get("ansible_facts")
-        facts = facts if isinstance(facts, dict) else {}
-        spec = res.get("spec") or facts.get("migrate_vm_spec")
-        if isinstance(spec, dict):
-            event["spec_name"] = _text_or_none(spec.get("name"))
-            event["original_name"] = _text_or_none(spec.get("original_name"))
-            source = spec.get("source")
-            event["source_type"] = _text_or_none(source.get("type")) if isinstance(source, dict) else None
-        elif _action_name(task) == "migration_state":
-            # A re-run reads no source: the recorded migration says what kind it was. The role asks every
-            # candidate host in a loop, so the answer is in one of the items.
-            items = res.get("results") if isinstance(res.get("results"), list) else [res]
-            found = [item.get("source_type") for item in items if isinstance(item, dict) and item.get("source_type")]
-            event["source_type"] = _text_or_none(found[0]) if found else None
-        if facts.get("migrate_vm_phase"):
-            # The role marks each phase (source, place, convert, define, validate): a failed VM then
-            # shows where it failed, not the name of the rescue task that reported it.
-            event["phase"] = str(facts["migrate_vm_phase"])
-        self.emit(event)
+    def _at_exit(self):
+        """ansible-playbook stopped early (Ctrl-C, q, a fatal error) and sent no stats: end the run here."""
+        if self._started:
+            self.source.interrupt()
 
     # -- callback methods -----------------------------------------------------------------------
 
     def v2_playbook_on_start(self, playbook):
         self._start()
-        event = {"type": "run_start", "playbook": os.path.basename(getattr(playbook, "_file_name", "") or "")}
-        self.emit(event)
-        self._early_events = [event]
-
-    def _options_from_vars(self, play):
-        """v2kvm_dashboard_<option> from the play's vars, overridden by extra vars (-e)."""
-        try:
-            found = dict(play.get_vars() or {})
-            found.update(getattr(play.get_variable_manager(), "extra_vars", None) or {})
-        except Exception as exc:  # no variables to read: the configured options stand
-            self._display.vvvv("dashboard: could not read play variables: %s" % exc)
-            return
-        changed = False
-        for option, spec in _OPTION_VARS.items():
-            if spec["var"] in found:
-                value = ensure_type(found[spec["var"]], spec["type"])
-                changed = changed or value != self.get_option(option)
-                self.set_option(option, value)
-        if changed and self._started:
-            # Only the run_start event has happened: set the view and the event log up again.
-            self._restart()
-
-    def _restart(self):
-        self._stop_heartbeat()
-        if self._view is not None:
-            self._view.discard()
-            self._view = None
-        if self._events_fh is not None:
-            self._events_fh.close()
-            self._events_fh = None
-        self._started = False
-        self._start()
-        if self._events_fh is not None:
-            # The new event log must hold the whole run, run_start included.
-            for event in self._early_events:
-                self._events_fh.write(_encode(event) + "\n")
+        self._run_start = self.source.playbook_start(playbook)
 
     def v2_playbook_on_play_start(self, play):
         if not self._vars_read:
             self._vars_read = True
-            self._options_from_vars(play)
+            if options_from_play(self, play, _OPTION_VARS, "dashboard") and self._started:
+                self._restart()
         self._start()
-        hosts = []
-        try:
-            inventory = play.get_variable_manager()._inventory
-            hosts = [host.name for host in inventory.get_hosts(play.hosts)]
-        except Exception as exc:  # hosts then appear as their tasks start
-            self._display.vvvv("dashboard: could not list the play's hosts: %s" % exc)
-        self.emit({"type": "play_start", "play": play.get_name(), "hosts": hosts})
+        self.source.play_start(play)
 
     def v2_playbook_on_task_start(self, task, is_conditional):
-        self._tick()
+        self.source.tick()
 
     def v2_playbook_on_handler_task_start(self, task):
-        self._tick()
+        self.source.tick()
 
     def v2_runner_on_start(self, host, task):
-        event = {"type": "task_start", "host": host.get_name(), "task": _task_label(task), "task_uuid": task._uuid}
-        if _is_bookkeeping(task):
-            event["bookkeeping"] = True
-        self.emit(event)
+        self.source.runner_start(host, task)
 
     def v2_runner_on_async_poll(self, result):
-        res = _raw_result(result)
-        sample = res.get(PROGRESS_KEY)
-        if not isinstance(sample, dict):
-            self._tick()  # an ordinary async task polled: still a moment to draw a pending frame
-            return
-        event = {"type": "progress", "host": result._host.get_name(), "task": _task_label(result._task),
-                 "task_uuid": result._task._uuid, "item": res.get("_ansible_item_label")}
-        event.update({key: sample.get(key) for key in FORWARDED_FIELDS})
-        event["sample_ts"] = sample.get("ts")
-        self.emit(event)
+        self.source.async_poll(result)
 
     def v2_runner_on_ok(self, result):
-        self._task_event(result, "changed" if _raw_result(result).get("changed") else "ok")
+        self.source.runner_ok(result)
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._task_event(result, "ignored" if ignore_errors else "failed")
+        self.source.runner_failed(result, ignore_errors)
 
     def v2_runner_on_skipped(self, result):
-        self._task_event(result, "skipped")
+        self.source.runner_skipped(result)
 
     def v2_runner_on_unreachable(self, result):
-        self._task_event(result, "unreachable")
+        self.source.runner_unreachable(result)
 
     def v2_playbook_on_stats(self, stats):
-        for host in sorted(stats.processed):
-            counts = stats.summarize(host)
-            failed = counts.get("failures", 0) or counts.get("unreachable", 0)
-            vm = self.board.vm(host)
-            self.emit({"type": "vm_end", "host": host, "verdict": FAILED if failed else SUCCEEDED,
-                       "msg": vm.error if failed else ""})
-        self.emit({"type": "run_end"})
-        self.close()
-
-    # -- end of run -----------------------------------------------------------------------------
-
-    def _register_exit_hook(self):
-        if not self._exit_hook_wanted:
-            return
-        self._exit_hook_wanted = False  # once, even if the options restart the view
-        atexit.register(self._at_exit)
-        # SIGTERM (ansible-playbook re-raises it with the default action) and SIGHUP (the terminal or SSH
-        # session of the run closed) end the process without atexit: end the run first, then let the
-        # handler that was there do what it did.
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            try:
-                previous = signal.getsignal(signum)
-                if previous == signal.SIG_IGN:
-                    # Ignored on purpose (nohup ignores SIGHUP): the run goes on, so it is no end of the run.
-                    continue
-                signal.signal(signum, lambda number, frame, previous=previous: self._on_fatal_signal(
-                    number, frame, previous))
-            except (ValueError, OSError):  # not the main thread: atexit alone
-                return
-
-    def _on_fatal_signal(self, signum, frame, previous):
-        try:
-            self._at_exit()
-        finally:
-            if callable(previous):
-                previous(signum, frame)
-            elif previous != signal.SIG_IGN:
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-
-    def _at_exit(self):
-        """ansible-playbook stopped early (Ctrl-C, q, a fatal error) and sent no stats: end the run here.
-        VMs still running end as failed ("interrupted"), the reports are written and the terminal is given
-        back (cursor, key mode) instead of being left as the last frame found it."""
-        if self._finished or not self._started:
-            return
-        for host, vm in list(self.board.vms.items()):
-            if vm.status == RUNNING:
-                self.emit({"type": "vm_end", "host": host, "verdict": FAILED,
-                           "msg": "interrupted: the run stopped during %s" % (vm.stage or "its first task")})
-        self.emit({"type": "run_end", "interrupted": True})
-        self.close()
-
-    def close(self):
-        self._stop_heartbeat()
-        with self._lock:
-            if self._finished:
-                return
-            self._finished = True
-            if self._view is not None:
-                self._view.close()
-            if self._events_fh is not None:
-                self._events_fh.close()
-                self._events_fh = None
-            summary_path = self.get_option("summary_file")
-            if summary_path:
-                write_json_atomic(summary_path, self.board.summary())
-            junit_path = self.get_option("junit_file")
-            if junit_path:
-                write_junit(junit_path, self.board)
-
-
-def write_json_atomic(path, data):
-    tmp = "%s.tmp" % path
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
-def write_junit(path, board: MigrationBoard):
-    """One testsuite, one testcase per VM; a failed VM carries a <failure> with its error."""
-    now = board.run_finished or board.last_update or time.time()
-    vms = [board.vms[h] for h in sorted(board.vms)]
-    failures = sum(1 for vm in vms if vm.status == FAILED)
-    skipped = sum(1 for vm in vms if vm.status not in (FAILED, SUCCEEDED))
-    suite = ET.Element("testsuite", {
-        "name": "v2kvm.migrate", "tests": str(len(vms)), "failures": str(failures), "errors": "0",
-        "skipped": str(skipped), "time": "%.3f" % ((now - board.run_started) if board.run_started else 0.0),
-    })
-    for vm in vms:
-        case = ET.SubElement(suite, "testcase", {
-            "name": untrusted(vm.host), "classname": "v2kvm.migrate.%s" % untrusted(vm.source_type or "vm"),
-            "time": "%.3f" % vm.elapsed(now),
-        })
-        props = ET.SubElement(case, "properties")
-        for key, value in (("vm_name", vm.name), ("source_name", vm.original_name), ("bytes", vm.total),
-                           ("stage", vm.stage)):
-            ET.SubElement(props, "property", {"name": key, "value": untrusted(value)})
-        if vm.status == FAILED:
-            # XML 1.0 cannot hold most control characters: escaped, the report always parses.
-            error = untrusted(vm.error or "failed")
-            failure = ET.SubElement(case, "failure", {"message": error[:500]})
-            failure.text = error
-        elif vm.status != SUCCEEDED:
-            ET.SubElement(case, "skipped", {"message": "not finished (%s)" % vm.status})
-    tree = ET.ElementTree(ET.Element("testsuites"))
-    tree.getroot().append(suite)
-    tmp = "%s.tmp" % path
-    tree.write(tmp, encoding="utf-8", xml_declaration=True)
-    os.replace(tmp, path)
+        self.source.stats(stats)

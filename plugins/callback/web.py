@@ -144,177 +144,110 @@ options:
         key: ca_path
 """
 
-import os
 import time
 
-from ansible.config.manager import ensure_type
+from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.v2kvm.migrate.plugins.callback.dashboard import CallbackModule as DashboardCallback
-from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import neutral, untrusted
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import (
-    EmbeddedPublisher, HttpPublisher, PublisherError)
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._ansible_events import AnsibleEventSource
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._callback_options import option_vars, options_from_play
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._run_end_hook import register_end_hook
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import PublisherError
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sink import WebSink, make_publisher
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server._web_sampler import HAS_PSUTIL, missing_library
 
-MAX_WAITING = 1000  # events kept until the first play has set the options (the run's start only, in practice)
+_NAME = "v2kvm.migrate.web"
+_OPTION_VARS = option_vars(DOCUMENTATION)
+_PUBLISHER_OPTIONS = ("url", "token", "host", "port", "allow_hosts", "auth_reads", "history", "linger", "log_file",
+                      "run_label", "validate_certs", "ca_path")
 
 
-def _option_vars():
-    """option name -> {var, type} for every option of this callback a play variable may set."""
-    import yaml
-
-    options = yaml.safe_load(DOCUMENTATION)["options"]
-    return {name: {"var": spec["vars"][0]["name"], "type": spec.get("type", "str")}
-            for name, spec in options.items() if spec.get("vars")}
-
-
-_OPTION_VARS = _option_vars()
-
-
-def publisher_warnings(publisher) -> list:
-    """What the run tells at its end about events the dashboard did not get."""
-    warnings = []
-    if getattr(publisher, "disabled", ""):
-        warnings.append(publisher.disabled)
-    elif getattr(publisher, "failures", 0):
-        warnings.append("%d sends to the dashboard failed (last: %s)" % (publisher.failures, publisher.last_error))
-    oversize = getattr(publisher, "oversize", 0)
-    if oversize:
-        warnings.append("%d event%s too big for the web dashboard on %s own (over its request size limit): "
-                        "dropped" % (oversize, " was" if oversize == 1 else "s were", "its" if oversize == 1
-                                     else "their"))
-    rejected = getattr(publisher, "rejected", 0)
-    if rejected:
-        warnings.append("the web dashboard refused %d events as bad input (last: %s)"
-                        % (rejected, publisher.last_error))
-    dropped = publisher.batcher.dropped
-    if dropped:
-        warnings.append("%d events were not sent to the web dashboard: more waited than the run keeps for it"
-                        % dropped)
-    return warnings
-
-
-class CallbackModule(DashboardCallback):
-    """The dashboard callback's event building, with the views replaced by a publisher."""
+class CallbackModule(CallbackBase):
+    """The event source with one sink: the publisher to the web dashboard."""
 
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
-    CALLBACK_NAME = "v2kvm.migrate.web"
+    CALLBACK_NAME = _NAME
     CALLBACK_NEEDS_ENABLED = True
 
-    def __init__(self, display=None, options=None, clock=time.time):
-        super().__init__(display=display, options=options, clock=clock)
-        self.publisher = None
-        self._result = None
-        self._opened = False
-        self._waiting = []
+    def __init__(self, display=None, options=None, clock=time.time, live=True):
+        super().__init__(display=display, options=options)
+        self.source = AnsibleEventSource(clock=clock, display=self._display, name=_NAME)
+        self.web = WebSink(warn=lambda text: self._display.warning("%s: %s" % (_NAME, text)))
+        self.source.sinks = [self.web]
+        self._clock = clock
+        self._started = False
+        self._vars_read = False
+        # live=False (tests): no heartbeat thread and no exit hook.
+        self._heartbeat_wanted = live
+        self._exit_hook_wanted = live
 
     def _start(self):
-        # The publisher waits for the first play (_options_from_vars): its variables may set the options.
+        # The publisher waits for the first play (_open): its variables may set the options.
         if self._started:
             return
         self._started = True
-        self._register_exit_hook()
+        if self._exit_hook_wanted:
+            self._exit_hook_wanted = False
+            register_end_hook(self._at_exit)
 
-    def _options_from_vars(self, play):
-        """v2kvm_web_<option> from the play's vars, overridden by extra vars (-e); then the publisher starts."""
-        try:
-            found = dict(play.get_vars() or {})
-            found.update(getattr(play.get_variable_manager(), "extra_vars", None) or {})
-        except Exception as exc:  # no variables to read: the configured options stand
-            self._display.vvvv("v2kvm.migrate.web: could not read play variables: %s" % exc)
-            found = {}
-        for option, spec in _OPTION_VARS.items():
-            if spec["var"] in found:
-                self.set_option(option, ensure_type(found[spec["var"]], spec["type"]))
-        self._open()
+    def _at_exit(self):
+        """ansible-playbook stopped early and sent no stats: the run ends here, the page shows it."""
+        if self._started:
+            self.source.interrupt()
 
     def _open(self):
-        if self._opened:
-            return
-        self._opened = True
-        with self._lock:
-            self._open_publisher()
-            waiting, self._waiting = self._waiting, []
-            if self.publisher is not None:
-                for event in waiting:
-                    self.publisher.publish(event)
+        """v2kvm_web_<option> read from the first play: the publisher starts and gets what waited."""
+        with self.source.lock:
+            self.web.open(self._start_publisher())
+        if self.web.publisher is not None and self._heartbeat_wanted:
+            # A batch left waiting goes from the heartbeat, without waiting for the next event.
+            self.source.start_heartbeat(self.web.publisher.batcher.flush_interval)
 
-    def _open_publisher(self):
-        label = self.get_option("run_label") or ""
-        if not label and os.environ.get("JOB_ID"):
-            label = "job %s" % os.environ["JOB_ID"]
-        url = self.get_option("url")
+    def _start_publisher(self):
+        options = {name: self.get_option(name) for name in _PUBLISHER_OPTIONS}
         try:
-            if url:
-                publisher = HttpPublisher(url, self.get_option("token") or "", run_label=label,
-                                          validate_certs=self.get_option("validate_certs"),
-                                          ca_path=self.get_option("ca_path") or "", clock=self._clock)
-            else:
-                publisher = EmbeddedPublisher(
-                    host=self.get_option("host"), port=self.get_option("port"), history=self.get_option("history"),
-                    linger=self.get_option("linger"), log_file=self.get_option("log_file") or "",
-                    token=self.get_option("token") or "", auth_reads=self.get_option("auth_reads"),
-                    allow_hosts=self.get_option("allow_hosts") or [], run_label=label, clock=self._clock)
+            publisher = make_publisher(options, self._clock)
             where = publisher.start()
         except PublisherError as exc:
-            self._display.warning("v2kvm.migrate.web: %s" % exc)
-            return
-        if url and not HAS_PSUTIL:
-            self._display.warning("v2kvm.migrate.web: %s The run reports to the dashboard without them."
-                                  % missing_library("psutil", "the controller's CPU and memory"))
-        self.publisher = publisher
-        self._display.display("v2kvm.migrate.web: dashboard of this run at %s" % where)
-        if self._heartbeat_wanted:
-            # Events that arrive in a burst just before a long quiet task (its starts on every VM) would
-            # otherwise wait in the batch until that task ends.
-            self._heartbeat = Heartbeat(self._send_pending, publisher.batcher.flush_interval)
-            self._heartbeat.start()
+            self._display.warning("%s: %s" % (_NAME, exc))
+            return None
+        if options["url"] and not HAS_PSUTIL:
+            self._display.warning("%s: %s The run reports to the dashboard without them."
+                                  % (_NAME, missing_library("psutil", "the controller's CPU and memory")))
+        self._display.display("%s: dashboard of this run at %s" % (_NAME, where))
+        return publisher
 
-    def _send_pending(self):
-        with self._lock:
-            if self.publisher is not None and not self._finished and self.publisher.due():
-                self.publisher.flush()
+    # -- callback methods -----------------------------------------------------------------------
 
-    def emit(self, event: dict) -> None:
-        event = neutral(event)
-        event.setdefault("ts", self._clock())
-        if self._result is not None:
-            res = self._result._result
-            delegated = res.get("_ansible_delegated_vars") or {}
-            target = delegated.get("ansible_delegated_host") or delegated.get("ansible_host")
-            if target:
-                event["target"] = untrusted(target)
-            if event.get("type") == "task_end" and isinstance(res.get("verdict"), dict):
-                event["verdict"] = neutral(res["verdict"])
-        with self._lock:
-            self.board.apply(event)
-            if self.publisher is not None:
-                self.publisher.publish(event)
-            elif not self._opened and len(self._waiting) < MAX_WAITING:
-                self._waiting.append(event)
+    def v2_playbook_on_start(self, playbook):
+        self._start()
+        self.source.playbook_start(playbook)
 
-    def _task_event(self, result, status):
-        self._result = result
-        try:
-            super()._task_event(result, status)
-        finally:
-            self._result = None
+    def v2_playbook_on_play_start(self, play):
+        if not self._vars_read:
+            self._vars_read = True
+            options_from_play(self, play, _OPTION_VARS, _NAME)
+            self._open()
+        self._start()
+        self.source.play_start(play)
+
+    def v2_runner_on_start(self, host, task):
+        self.source.runner_start(host, task)
 
     def v2_runner_on_async_poll(self, result):
-        self._result = result
-        try:
-            super().v2_runner_on_async_poll(result)
-        finally:
-            self._result = None
+        self.source.async_poll(result)
 
-    def close(self):
-        self._stop_heartbeat()
-        with self._lock:
-            if self._finished:
-                return
-            self._finished = True
-            if self.publisher is not None:
-                self.publisher.close()
-                for warning in publisher_warnings(self.publisher):
-                    self._display.warning("v2kvm.migrate.web: %s" % warning)
+    def v2_runner_on_ok(self, result):
+        self.source.runner_ok(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self.source.runner_failed(result, ignore_errors)
+
+    def v2_runner_on_skipped(self, result):
+        self.source.runner_skipped(result)
+
+    def v2_runner_on_unreachable(self, result):
+        self.source.runner_unreachable(result)
+
+    def v2_playbook_on_stats(self, stats):
+        self.source.stats(stats)

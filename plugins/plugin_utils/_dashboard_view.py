@@ -1,6 +1,6 @@
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The two faces of the dashboard callback over one MigrationBoard.
+"""The two faces of the dashboard callback over one MigrationBoard, each a sink of the event source.
 
 LineView prints plain lines (CI, AWX, pipes). TerminalView draws a Rich screen from the caller's
 thread only; a key-reader thread just reads the terminal and sets flags (it never writes, so nothing
@@ -15,6 +15,7 @@ import select
 import threading
 import time
 
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._event_sink import EventSink
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
     FAILED, PENDING, RUNNING, SUCCEEDED, MigrationBoard, human_bytes, human_seconds, mb_per_s)
 
@@ -101,7 +102,7 @@ def metrics_line(metrics: dict) -> str:
                mb_per_s(metrics["average_throughput"]), human_seconds(metrics["average_duration"])))
 
 
-class LineView:
+class LineView(EventSink):
     """Plain lines for logs (AWX, CI): one per VM at most every ``interval`` seconds, plus failures and ends.
     Bookkeeping tasks (set_fact, includes, argument checks) get no line: they are never what a VM is doing.
 
@@ -127,7 +128,7 @@ class LineView:
         self.stream.flush()
         self.lines_written += 1
 
-    def on_event(self, event):
+    def event(self, event):
         kind = event.get("type")
         host = event.get("host")
         now = event.get("ts") or self.clock()
@@ -187,7 +188,7 @@ class LineView:
     def tick(self):
         """Nothing is ever pending: each line is written when its event arrives."""
 
-    def heartbeat(self):
+    def beat(self):
         """Between events: a line for each VM whose task still runs and has had none for ``interval``,
         so a long task without progress (booting a guest to validate it) still shows in the log."""
         now = self.clock()
@@ -232,7 +233,7 @@ class _KeyReader(threading.Thread):
             self.view.key(data.decode("latin-1"))
 
 
-class TerminalView:
+class TerminalView(EventSink):
     def __init__(self, board: MigrationBoard, stream, refresh_interval: float = 0.5, theme: str = "dark",
                  keys: bool = True, on_quit=None, clock=time.time, size=None):
         from rich.console import Console
@@ -313,7 +314,7 @@ class TerminalView:
 
     # -- drawing ---------------------------------------------------------------------------------
 
-    def on_event(self, event):
+    def event(self, event):
         """Draw now if the last frame is at least ``refresh_interval`` old, else leave the frame pending:
         the next event draws it (see docs/dashboard.md for the bound this gives)."""
         self.pending = True
@@ -330,7 +331,7 @@ class TerminalView:
         if self._dirty_keys or now - self._last_render >= self.refresh_interval:
             self.draw(now)
 
-    def heartbeat(self):
+    def beat(self):
         """Between events: draw a pending frame or a key once due, and redraw at least every second
         while the run goes on, so elapsed times advance and the last burst of events shows."""
         if not self._live_started:

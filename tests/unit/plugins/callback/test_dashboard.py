@@ -60,6 +60,12 @@ def make_callback(tmp_path, mode="line", clock=None, stream=None, **options):
     return cb
 
 
+def attach(cb, view):
+    """``view`` as one more sink of a callback started without one (mode off): drawn into a fake terminal."""
+    cb.source.sinks.append(view)
+    return view
+
+
 def line_mode(tmp_path, line_interval, playbook=None):
     """(clock, output, callback) of a line-mode run on a fake clock; the playbook started when named."""
     clock, out = FakeClock(), io.StringIO()
@@ -159,14 +165,14 @@ def test_bookkeeping_tasks_never_become_the_vms_stage(tmp_path):
     cb.v2_runner_on_start(web, check)
     clock.now += 2
     cb.v2_runner_on_ok(Result(web, check, {"changed": False}))
-    assert cb.board.vms["web01"].status == "running" and cb.board.vms["web01"].stage == ""
+    assert cb.source.board.vms["web01"].status == "running" and cb.source.board.vms["web01"].stage == ""
     cb.v2_runner_on_start(web, convert)
     clock.now += 2
     cb.v2_runner_on_async_poll(progress(web, convert, 1 << 20, 4 << 20))
     cb.v2_runner_on_start(web, mark)
     clock.now += 2
     cb.v2_runner_on_ok(Result(web, mark, {"changed": False, "ansible_facts": {"migrate_vm_phase": "define"}}))
-    vm = cb.board.vms["web01"]
+    vm = cb.source.board.vms["web01"]
     assert vm.stage == "convert" and vm.total == 4 << 20, "the bar and stage of the real task stay"
     assert vm.phase == "define"
     text = out.getvalue()
@@ -205,7 +211,7 @@ def test_replaying_the_event_log_rebuilds_the_same_board(tmp_path):
     replay = MigrationBoard()
     for line in events.read_text().splitlines():
         replay.apply(json.loads(line))
-    assert replay.summary() == cb.board.summary()
+    assert replay.summary() == cb.source.board.summary()
 
 
 def test_no_progress_event_is_lost_at_10000_per_second(tmp_path):
@@ -214,7 +220,8 @@ def test_no_progress_event_is_lost_at_10000_per_second(tmp_path):
     cb = make_callback(tmp_path, mode="off", events_file=str(events))
     cb._start()
     # Terminal view drawing into a fixed-size fake terminal, rate limited like the real one.
-    cb._view = TerminalView(cb.board, stream=stream, refresh_interval=0.5, keys=False, size=(160, 50))
+    view = attach(cb, TerminalView(cb.source.board, stream=stream, refresh_interval=0.5, keys=False,
+                                   size=(160, 50)))
     hosts = [Host("vm%03d" % i) for i in range(100)]
     task = Task("Convert", "uuid-c")
     count = 10_000
@@ -223,9 +230,9 @@ def test_no_progress_event_is_lost_at_10000_per_second(tmp_path):
         cb.v2_runner_on_async_poll(progress(hosts[i % 100], task, i, count))
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu  # what the events cost, whatever else the machine is doing
-    renders = cb._view.renders
+    renders = view.renders
     cb.v2_playbook_on_stats(Stats({h.name: {"failures": 0, "unreachable": 0} for h in hosts}))
-    assert cb.board.progress_events == count
+    assert cb.source.board.progress_events == count
     assert sum(1 for line in events.read_text().splitlines() if '"type":"progress"' in line) == count
     assert cpu < 1.0, "%d progress events took %.2f s of CPU" % (count, cpu)
     assert 1 <= renders <= 2 + int(elapsed / 0.5)  # rate limited, not once per event
@@ -265,7 +272,7 @@ def test_keys_change_focus_and_theme_without_drawing():
     view.key("d")
     assert (view.focus, view.theme, view.renders) == ("log", "light", 0)
     assert stream.getvalue() == ""
-    view.on_event({"type": "task_start", "host": "a", "task": "t"})
+    view.event({"type": "task_start", "host": "a", "task": "t"})
     view.close()
     assert view.renders == 1
 
@@ -290,13 +297,13 @@ def test_a_frame_left_pending_by_the_rate_limit_is_drawn_by_the_next_event():
     view = TerminalView(board, stream=stream, refresh_interval=0.5, keys=False, size=(120, 30), clock=clock)
     event = {"ts": 100.0, "type": "task_start", "host": "a", "task": "Convert", "task_uuid": "u"}
     board.apply(event)
-    view.on_event(event)
+    view.event(event)
     assert view.renders == 1 and not view.pending
     clock.now += 0.2
     event = {"ts": clock.now, "type": "progress", "host": "a", "task_uuid": "u", "stage": "convert",
              "done": 5, "total": 10, "rate": 1e6, "eta": 5}
     board.apply(event)
-    view.on_event(event)
+    view.event(event)
     assert view.renders == 1 and view.pending  # within the rate limit: left pending, not lost
     view.tick()
     assert view.renders == 1  # still too early
@@ -352,7 +359,7 @@ def test_an_interrupted_run_still_ends_its_vms_and_writes_its_reports(tmp_path):
     cb = make_callback(tmp_path, mode="line", clock=clock, junit_file=str(junit), summary_file=str(summary))
     cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
     web = Host("web01")
-    cb.emit({"type": "play_start", "play": "migrate", "hosts": ["web01", "db01"]})
+    cb.source.emit({"type": "play_start", "play": "migrate", "hosts": ["web01", "db01"]})
     info = Task("Read the source VM description", "uuid-info", "v2kvm.migrate.ova_info")
     convert = Task("Convert each disk into the pool", "uuid-convert")
     cb.v2_runner_on_start(web, info)
@@ -360,13 +367,14 @@ def test_an_interrupted_run_still_ends_its_vms_and_writes_its_reports(tmp_path):
     cb.v2_runner_on_start(web, convert)
     # Ctrl-C: ansible-playbook exits without v2_playbook_on_stats; the exit hook ends the run.
     cb._at_exit()
-    assert cb.board.vms["web01"].status == "failed"
-    assert "interrupted" in cb.board.vms["web01"].error and "Convert each disk" in cb.board.vms["web01"].error
+    assert cb.source.board.vms["web01"].status == "failed"
+    error = cb.source.board.vms["web01"].error
+    assert "interrupted" in error and "Convert each disk" in error
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("failures") == "1" and "interrupted" in suite.find("testcase/failure").get("message")
     assert json.loads(summary.read_text())
-    assert cb.board.log[-1][2] == "run interrupted" and cb.board.interrupted
-    assert cb.board.vms["db01"].status == "pending"  # never started: a skipped testcase, not a failure
+    assert cb.source.board.log[-1][2] == "run interrupted" and cb.source.board.interrupted
+    assert cb.source.board.vms["db01"].status == "pending"  # never started: a skipped testcase, not a failure
     cb._at_exit()  # a second call (or a normal end before it) changes nothing
     assert suite.get("skipped") == "1"
 
@@ -380,12 +388,12 @@ def test_a_skipped_task_gives_the_stage_back(tmp_path):
     cb.v2_runner_on_start(web, define)
     cb.v2_runner_on_ok(Result(web, define, {"changed": True}))
     cb.v2_runner_on_start(web, cleanup)
-    assert cb.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # announced before `when`
+    assert cb.source.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # announced before `when`
     cb.v2_runner_on_skipped(Result(web, cleanup, {"skipped": True}))
-    assert cb.board.vms["web01"].stage == cb.board.vms["web01"].task == "Define the libvirt domain"
+    assert cb.source.board.vms["web01"].stage == cb.source.board.vms["web01"].task == "Define the libvirt domain"
     cb.v2_runner_on_start(web, cleanup)
     cb.v2_runner_on_ok(Result(web, cleanup, {"changed": True}))
-    assert cb.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # it ran: it stays
+    assert cb.source.board.vms["web01"].stage == "Remove the disks copied from vSphere"  # it ran: it stays
 
 
 def test_the_heartbeat_keeps_the_clock_moving_and_draws_the_last_burst():
@@ -396,26 +404,26 @@ def test_the_heartbeat_keeps_the_clock_moving_and_draws_the_last_burst():
     for host in ("a", "b", "c"):  # one burst: the starts of a task that reports no progress
         event = {"ts": clock.now, "type": "task_start", "host": host, "task": "Boot and watch", "task_uuid": "u"}
         board.apply(event)
-        view.on_event(event)
+        view.event(event)
     assert view.renders == 1 and view.pending  # b and c are not on screen yet
     clock.now += 0.3
-    view.heartbeat()
+    view.beat()
     assert view.renders == 1  # within the rate limit
     clock.now += 0.3
-    view.heartbeat()
+    view.beat()
     assert view.renders == 2 and not view.pending
     assert stream.getvalue().count("Boot and watch") >= 4  # the first frame's a, then a, b and c
     clock.now += 0.5
-    view.heartbeat()
+    view.beat()
     assert view.renders == 2  # nothing new, and the clock was drawn less than a second ago
     clock.now += 0.6
-    view.heartbeat()
+    view.beat()
     assert view.renders == 3 and "0:01" in stream.getvalue()  # elapsed times advance without events
     board.apply({"ts": clock.now, "type": "run_end"})
-    view.on_event({"type": "run_end"})
+    view.event({"type": "run_end"})
     rendered = view.renders
     clock.now += 5
-    view.heartbeat()
+    view.beat()
     assert view.renders == rendered  # a finished run is not redrawn
     view.close()
 
@@ -429,7 +437,7 @@ def test_line_mode_heartbeat_reports_a_long_task_without_progress(tmp_path):
     cb.v2_runner_on_start(db, mark)
     for _second in range(25):
         clock.now += 1
-        cb._beat()
+        cb.source.beat()
     web_lines = [line for line in out.getvalue().splitlines() if " web01 " in line]
     # The start line, then one each 10 s while it runs: elapsed 0:10 and 0:20.
     assert len(web_lines) == 3 and "Validate the migrated guest" in web_lines[-1], web_lines
@@ -438,7 +446,7 @@ def test_line_mode_heartbeat_reports_a_long_task_without_progress(tmp_path):
     cb.v2_runner_on_ok(Result(web, validate, {"changed": True}))
     before = out.getvalue()
     clock.now += 30
-    cb._beat()
+    cb.source.beat()
     assert out.getvalue() == before  # the task ended: nothing runs, nothing to report
 
 
@@ -449,8 +457,8 @@ def test_role_task_names_are_readable_and_a_failed_vm_shows_its_phase(tmp_path):
     stream = io.StringIO()
     cb = make_callback(tmp_path, mode="off", clock=clock)
     cb._start()
-    cb._view = TerminalView(cb.board, stream=stream, refresh_interval=0.0, keys=False, size=(150, 40),
-                            clock=clock)
+    attach(cb, TerminalView(cb.source.board, stream=stream, refresh_interval=0.0, keys=False, size=(150, 40),
+                            clock=clock))
     web, db = Host("web01"), Host("db01")
     phase = Task("Mark the phase", "uuid-phase")
     convert = Task("Convert each disk into the pool", "uuid-convert")
@@ -470,8 +478,8 @@ def test_role_task_names_are_readable_and_a_failed_vm_shows_its_phase(tmp_path):
     cb.v2_runner_on_failed(Result(db, report, {"msg": "validate failed: no boot marker"}))
     cb.v2_playbook_on_stats(Stats({"web01": {"failures": 0, "unreachable": 0},
                                    "db01": {"failures": 1, "unreachable": 0}}))
-    assert cb.board.vms["db01"].stage == "failed in validate"
-    assert cb.board.vms["web01"].stage == "done"
+    assert cb.source.board.vms["db01"].stage == "failed in validate"
+    assert cb.source.board.vms["web01"].stage == "done"
     assert "failed in validate" in stream.getvalue()
 
 
@@ -495,9 +503,9 @@ def test_a_rerun_that_changes_nothing_says_up_to_date_not_done(tmp_path):
     cb.v2_runner_on_ok(Result(db, convert, {"changed": True}))
     cb.v2_playbook_on_stats(Stats({"web01": {"failures": 0, "unreachable": 0},
                                    "db01": {"failures": 0, "unreachable": 0}}))
-    assert cb.board.vms["web01"].stage == "up to date (nothing changed)"
-    assert cb.board.vms["web01"].source_type == "ova", "the recorded migration names the kind of source"
-    assert cb.board.vms["db01"].stage == "done"
+    assert cb.source.board.vms["web01"].stage == "up to date (nothing changed)"
+    assert cb.source.board.vms["web01"].source_type == "ova", "the recorded migration names the kind of source"
+    assert cb.source.board.vms["db01"].stage == "done"
 
 
 def test_the_event_log_is_buffered_but_reaches_the_file_early_and_at_the_end(tmp_path):
@@ -528,7 +536,7 @@ def test_results_are_read_without_a_deep_copy(tmp_path):
     cb.v2_runner_on_start(host, task)
     cb.v2_runner_on_async_poll(_CopyingResult(host, task, progress(host, task, 5, 10)._result))
     cb.v2_runner_on_ok(_CopyingResult(host, task, {"changed": True}))
-    assert cb.board.progress_events == 1 and cb.board.vms["web01"].tasks_ok == 1
+    assert cb.source.board.progress_events == 1 and cb.source.board.vms["web01"].tasks_ok == 1
 
 
 def test_controller_host_is_no_vm_but_its_failures_reach_the_log():
@@ -558,7 +566,7 @@ def test_line_mode_writes_no_start_line_for_a_task_that_turns_out_skipped(tmp_pa
     quick = Task("Ensure the storage pool that receives the disks", "uuid-pool", "v2kvm.migrate.storage_pool")
     cb.v2_runner_on_start(web, quick)
     clock.now += 0.2
-    cb._beat()
+    cb.source.beat()
     assert out.getvalue() == ""  # still within the grace: it may yet be skipped
     cb.v2_runner_on_ok(Result(web, quick, {"changed": False}))
     long = Task("Validate the migrated guest", "uuid-validate", "v2kvm.migrate.validate")
@@ -566,7 +574,7 @@ def test_line_mode_writes_no_start_line_for_a_task_that_turns_out_skipped(tmp_pa
     started = clock.now
     cb.v2_runner_on_start(web, long)
     clock.now += 3
-    cb._beat()
+    cb.source.beat()
     lines = out.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert "Ensure the storage pool" in lines[0] and "Validate the migrated guest" in lines[1], lines
@@ -623,8 +631,8 @@ def test_a_derived_domain_name_shows_with_the_sources_own_name(tmp_path):
     clock, stream = FakeClock(), io.StringIO()
     cb = make_callback(tmp_path, mode="off", clock=clock)
     cb._start()
-    cb._view = TerminalView(cb.board, stream=stream, refresh_interval=0.0, keys=False, size=(150, 40),
-                            clock=clock)
+    attach(cb, TerminalView(cb.source.board, stream=stream, refresh_interval=0.0, keys=False, size=(150, 40),
+                            clock=clock))
     web = Host("web01")
     info = Task("Read the source VM description", "u-info")
     cb.v2_playbook_on_start(type("P", (), {"_file_name": "migrate.yml"})())
@@ -634,7 +642,7 @@ def test_a_derived_domain_name_shows_with_the_sources_own_name(tmp_path):
     clock.now += 1
     cb.v2_runner_on_start(web, Task("Convert each disk", "u-conv"))
     assert "web01 (Web Server 01)" in stream.getvalue()
-    assert cb.board.vms["web01"].name == "Web-Server-01-1a2b3c4d"
+    assert cb.source.board.vms["web01"].name == "Web-Server-01-1a2b3c4d"
 
 
 def test_under_ansible_runner_the_dashboard_asked_for_as_stdout_callback_prints_lines(tmp_path, monkeypatch):
@@ -659,7 +667,7 @@ def test_a_signal_ignored_on_purpose_stays_ignored(tmp_path):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         cb = make_callback(tmp_path)
         cb._exit_hook_wanted = True
-        cb._register_exit_hook()
+        cb._start()  # registers the hook that ends the run on SIGTERM, SIGHUP and at exit
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
         assert callable(signal.getsignal(signal.SIGTERM)), "SIGTERM still ends the run with its reports"
     finally:
