@@ -230,7 +230,7 @@ class CallbackModule(CallbackBase):
         self._events_log = EventLogSink(path) if path else None
         reports = ReportSink(self.source.board, summary_path=self.get_option("summary_file") or "",
                              junit_path=self.get_option("junit_file") or "")
-        self.source.sinks = [sink for sink in (self._events_log, self._view, reports) if sink is not None]
+        self.source.set_sinks(sink for sink in (self._events_log, self._view, reports) if sink is not None)
         if self._view is not None and self._heartbeat_wanted:
             self.source.start_heartbeat(min(self.get_option("refresh_interval"), CLOCK_REDRAW)
                                         if mode == "terminal" else 1.0)
@@ -241,7 +241,7 @@ class CallbackModule(CallbackBase):
         with self.source.lock:
             for sink in self.source.sinks:
                 sink.discard()
-            self.source.sinks = []
+            self.source.set_sinks(())
         self._started = False
         self._start()
         if self._events_log is not None and self._run_start is not None:

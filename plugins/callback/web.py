@@ -173,7 +173,7 @@ class CallbackModule(CallbackBase):
         super().__init__(display=display, options=options)
         self.source = AnsibleEventSource(clock=clock, display=self._display, name=_NAME)
         self.web = WebSink(warn=lambda text: self._display.warning("%s: %s" % (_NAME, text)))
-        self.source.sinks = [self.web]
+        self.source.set_sinks([self.web])
         self._clock = clock
         self._started = False
         self._vars_read = False

@@ -21,6 +21,7 @@ import time
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_sample import FORWARDED_FIELDS, PROGRESS_KEY
 from ansible_collections.v2kvm.migrate.plugins.module_utils._untrusted import neutral
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._event_sink import EventSink
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._fork_safe_heartbeat import Heartbeat
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import (
     FAILED, RUNNING, SUCCEEDED, MigrationBoard)
@@ -121,7 +122,8 @@ class AnsibleEventSource:
 
     def __init__(self, clock=time.time, display=None, name="v2kvm.migrate"):
         self.board = MigrationBoard()
-        self.sinks: list = []
+        self._sinks: tuple = ()
+        self._event_handlers: tuple = ()
         self.clock = clock
         self.lock = threading.RLock()
         self.finished = False
@@ -131,14 +133,24 @@ class AnsibleEventSource:
 
     # -- fan-out -----------------------------------------------------------------------------------
 
+    @property
+    def sinks(self) -> tuple:
+        return self._sinks
+
+    def set_sinks(self, sinks) -> None:
+        """The sinks every event goes to, in this order (call it under ``lock`` once the run goes on)."""
+        self._sinks = tuple(sinks)
+        # Bound once: a sink that takes no events (the reports) costs nothing per event.
+        self._event_handlers = tuple(sink.event for sink in self._sinks if type(sink).event is not EventSink.event)
+
     def emit(self, event: dict) -> dict:
         """Escape, stamp, fold and hand one event to every sink; returns the event as the sinks got it."""
         event = neutral(event)
         event.setdefault("ts", self.clock())
         with self.lock:
             self.board.apply(event)
-            for sink in self.sinks:
-                sink.event(event)
+            for handle in self._event_handlers:
+                handle(event)
         return event
 
     def tick(self) -> None:

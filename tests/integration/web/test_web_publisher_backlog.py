@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from ansible_collections.v2kvm.migrate.plugins.callback.web import publisher_warnings
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_sink import publisher_warnings
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils import _web_publisher
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils.web_server import _web_ingest, _web_server
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import HttpPublisher

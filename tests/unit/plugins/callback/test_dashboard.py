@@ -62,7 +62,7 @@ def make_callback(tmp_path, mode="line", clock=None, stream=None, **options):
 
 def attach(cb, view):
     """``view`` as one more sink of a callback started without one (mode off): drawn into a fake terminal."""
-    cb.source.sinks.append(view)
+    cb.source.set_sinks(cb.source.sinks + (view,))
     return view
 
 

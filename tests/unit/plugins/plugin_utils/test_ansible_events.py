@@ -61,7 +61,7 @@ class Recorder(EventSink):
 def source_with_recorders(now=1000.0):
     calls = []
     source = AnsibleEventSource(clock=lambda: now)
-    source.sinks = [Recorder("first", calls), Recorder("second", calls)]
+    source.set_sinks([Recorder("first", calls), Recorder("second", calls)])
     return source, calls
 
 
