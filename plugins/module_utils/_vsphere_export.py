@@ -377,108 +377,134 @@ def export_nfc(conn, vm, spec, dest, *, parallel, keepalive, timeout, writer=Non
     A disk left partly downloaded by an earlier run (``<dest>/<name>-<disk>.vmdk.part``, described by the
     ``.part.json`` beside it) is resumed through this lease; see ``_adopt_earlier_part``."""
     lease = call(conn, "start an export (ExportVm) of %s" % spec["name"], vm.ExportVm)
-    cancel = threading.Event()
-    stop_keepalive = threading.Event()
-    session = transfer.new_session(conn)
+    export = _NfcExport(conn, lease, spec, dest, timeout=timeout, retries=retries)
     try:
         _wait_lease_ready(conn, lease, timeout)
-        info = read_call(conn, "read the export lease", lambda: lease.info)
-        jobs = []
-        for index, device_url in enumerate(u for u in info.deviceUrl if u.disk):
-            disk = _match_device_url(spec["disks"], device_url, index)
-            if disk is None:
-                raise VsphereError("the export lease offers a disk (%s) the VM spec does not list" % device_url.key,
-                                   "run vsphere_vm_info again: the VM changed while it was read")
-            target = os.path.join(dest, "%s-%s.vmdk" % (spec["name"], disk["id"]))
-            jobs.append((disk, device_url, target))
-        total = (sum(job[1].fileSize or 0 for job in jobs)
-                 or sum(job[0]["capacity_bytes"] for job in jobs))
-        # A kept .part is either resumed or replaced: its bytes count as room either way.
-        require_room(dest, sum(max(0, (device_url.fileSize or disk["capacity_bytes"]) - _size_or_zero(target + ".part"))
-                               for disk, device_url, target in jobs), "the export of %s" % spec["name"])
-        progress = Progress(writer, "export", total)
-
-        def keep_alive():
-            while not stop_keepalive.wait(keepalive):
-                percent = int(min(99, 100 * progress.done / total)) if total else 0
-                try:
-                    lease.HttpNfcLeaseProgress(percent)
-                except Exception:  # noqa: S110 - a missed keep-alive is retried next interval
-                    pass
-
-        ticker = threading.Thread(target=keep_alive, name="nfc-keepalive", daemon=True)
-        ticker.start()
-
-        def fetch(job, fresh=False):
-            """(sha1, size, bytes fetched now, whether bytes of an earlier lease were kept)."""
-            disk, device_url, target = job
-            url = _lease_url(conn, device_url.url)
-            label = "disk %s of %s" % (disk["id"], spec["name"])
-            part, about = target + ".part", target + ".part.json"
-            identity = _partial_identity(spec, disk, device_url)
-            fetched, earlier = 0, False
-            if os.path.exists(part) and not fresh and read_json(about) == identity:
-                probed = _adopt_earlier_part(session, url, part, label=label, timeout=timeout)
-                earlier = probed is not None
-                fetched += probed or 0
-            if not earlier and os.path.exists(part):
-                os.unlink(part)
-            write_json_atomic(about, identity)
-            # A broken connection is opened again and the download resumed with Range, within this lease.
-            sha1, size, now = transfer.download(
-                session, url, target, label=label, expected_size=device_url.fileSize or None,
-                on_bytes=progress.add, timeout=timeout, cancel=cancel, retries=retries, backoff=TRANSFER_BACKOFF)
-            os.unlink(about)
-            return sha1, size, fetched + now, earlier
-
-        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = [pool.submit(fetch, job) for job in jobs]
-            try:
-                results = [future.result() for future in futures]
-            except BaseException:
-                cancel.set()
-                raise
-        progress.set_stage("verify")
-        manifest = {entry.key: entry for entry in (read_call(conn, "read the export manifest",
-                                                             lease.HttpNfcLeaseGetManifest) or [])}
-
-        def matches(entry, sha1, size):
-            return entry.sha1.lower() == sha1 and (not entry.size or entry.size == size)
-
-        disks, checks, fetched = [], [], 0
-        for job, (sha1, size, now, earlier) in zip(jobs, results):
-            disk, device_url, target = job
-            entry = manifest.get(device_url.key)
-            redone = False
-            if earlier and (entry is None or not matches(entry, sha1, size)):
-                # Bytes of an earlier lease that this lease's manifest does not confirm (or cannot, without
-                # a manifest entry): download this disk once more from the start.
-                fetched += now
-                os.unlink(target)
-                sha1, size, now, unused = fetch(job, fresh=True)
-                redone = True
-            fetched += now
-            if entry is not None and not matches(entry, sha1, size):
-                os.unlink(target)
-                raise VsphereError("disk %s of %s does not match the export manifest (sha1 %s, expected %s)"
-                                   % (disk["id"], spec["name"], sha1, entry.sha1),
-                                   "run again to download it anew; if it persists check the datastore")
-            checks.append({"disk": disk["id"], "sha1": sha1, "size": size, "verified": entry is not None,
-                           "resumed": earlier and not redone, "redownloaded": redone})
-            disks.append(_local_disk(disk, target, "vmdk", "streamOptimized", size, sha1 if entry else None))
-        stop_keepalive.set()
+        jobs = export.plan(read_call(conn, "read the export lease", lambda: lease.info))
+        export.start(jobs, writer, keepalive)
+        results = export.fetch_all(jobs, parallel)
+        export.progress.set_stage("verify")
+        disks, fetched, checks = export.verify(jobs, results)
+        export.stop_keepalive.set()
         call(conn, "complete the export lease", lease.HttpNfcLeaseProgress, 100)
         call(conn, "complete the export lease", lease.HttpNfcLeaseComplete)
         return disks, fetched, checks
     except BaseException:
-        stop_keepalive.set()
+        export.stop_keepalive.set()
         try:
             lease.HttpNfcLeaseAbort()
         except Exception:  # noqa: S110 - the lease times out on its own when not aborted
             pass
         raise
     finally:
-        session.close()
+        export.session.close()
+
+
+class _NfcExport:
+    """The disks of one export lease: which file each goes to, their download (resuming a kept ``.part``),
+    the lease keep-alive, and the check against the lease manifest."""
+
+    def __init__(self, conn, lease, spec, dest, *, timeout, retries):
+        self.conn, self.lease, self.spec, self.dest = conn, lease, spec, dest
+        self.timeout, self.retries = timeout, retries
+        self.cancel = threading.Event()
+        self.stop_keepalive = threading.Event()
+        self.session = transfer.new_session(conn)
+        self.progress = None
+
+    def plan(self, info):
+        """[(spec disk, deviceUrl, local target)] for the disks the lease offers; refuses room it cannot take."""
+        jobs = []
+        for index, device_url in enumerate(u for u in info.deviceUrl if u.disk):
+            disk = _match_device_url(self.spec["disks"], device_url, index)
+            if disk is None:
+                raise VsphereError("the export lease offers a disk (%s) the VM spec does not list" % device_url.key,
+                                   "run vsphere_vm_info again: the VM changed while it was read")
+            jobs.append((disk, device_url, os.path.join(self.dest, "%s-%s.vmdk" % (self.spec["name"], disk["id"]))))
+        # A kept .part is either resumed or replaced: its bytes count as room either way.
+        require_room(self.dest, sum(max(0, (device_url.fileSize or disk["capacity_bytes"])
+                                        - _size_or_zero(target + ".part")) for disk, device_url, target in jobs),
+                     "the export of %s" % self.spec["name"])
+        return jobs
+
+    def start(self, jobs, writer, keepalive):
+        """Count progress against the lease's file sizes and keep the lease alive every ``keepalive`` s."""
+        total = (sum(job[1].fileSize or 0 for job in jobs)
+                 or sum(job[0]["capacity_bytes"] for job in jobs))
+        self.progress = Progress(writer, "export", total)
+
+        def keep_alive():
+            while not self.stop_keepalive.wait(keepalive):
+                percent = int(min(99, 100 * self.progress.done / total)) if total else 0
+                try:
+                    self.lease.HttpNfcLeaseProgress(percent)
+                except Exception:  # noqa: S110 - a missed keep-alive is retried next interval
+                    pass
+
+        threading.Thread(target=keep_alive, name="nfc-keepalive", daemon=True).start()
+
+    def fetch(self, job, fresh=False):
+        """(sha1, size, bytes fetched now, whether bytes of an earlier lease were kept)."""
+        disk, device_url, target = job
+        url = _lease_url(self.conn, device_url.url)
+        label = "disk %s of %s" % (disk["id"], self.spec["name"])
+        part, about = target + ".part", target + ".part.json"
+        identity = _partial_identity(self.spec, disk, device_url)
+        fetched, earlier = 0, False
+        if os.path.exists(part) and not fresh and read_json(about) == identity:
+            probed = _adopt_earlier_part(self.session, url, part, label=label, timeout=self.timeout)
+            earlier = probed is not None
+            fetched += probed or 0
+        if not earlier and os.path.exists(part):
+            os.unlink(part)
+        write_json_atomic(about, identity)
+        # A broken connection is opened again and the download resumed with Range, within this lease.
+        sha1, size, now = transfer.download(
+            self.session, url, target, label=label, expected_size=device_url.fileSize or None,
+            on_bytes=self.progress.add, timeout=self.timeout, cancel=self.cancel, retries=self.retries,
+            backoff=TRANSFER_BACKOFF)
+        os.unlink(about)
+        return sha1, size, fetched + now, earlier
+
+    def fetch_all(self, jobs, parallel):
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [pool.submit(self.fetch, job) for job in jobs]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                self.cancel.set()
+                raise
+
+    def verify(self, jobs, results):
+        """Check every download against the lease manifest; returns (disks, bytes fetched, manifest checks)."""
+        manifest = {entry.key: entry for entry in (read_call(self.conn, "read the export manifest",
+                                                             self.lease.HttpNfcLeaseGetManifest) or [])}
+        disks, checks, fetched = [], [], 0
+        for job, (sha1, size, now, earlier) in zip(jobs, results):
+            disk, device_url, target = job
+            entry = manifest.get(device_url.key)
+            redone = False
+            if earlier and (entry is None or not _manifest_matches(entry, sha1, size)):
+                # Bytes of an earlier lease that this lease's manifest does not confirm (or cannot, without
+                # a manifest entry): download this disk once more from the start.
+                fetched += now
+                os.unlink(target)
+                sha1, size, now, unused = self.fetch(job, fresh=True)
+                redone = True
+            fetched += now
+            if entry is not None and not _manifest_matches(entry, sha1, size):
+                os.unlink(target)
+                raise VsphereError("disk %s of %s does not match the export manifest (sha1 %s, expected %s)"
+                                   % (disk["id"], self.spec["name"], sha1, entry.sha1),
+                                   "run again to download it anew; if it persists check the datastore")
+            checks.append({"disk": disk["id"], "sha1": sha1, "size": size, "verified": entry is not None,
+                           "resumed": earlier and not redone, "redownloaded": redone})
+            disks.append(_local_disk(disk, target, "vmdk", "streamOptimized", size, sha1 if entry else None))
+        return disks, fetched, checks
+
+
+def _manifest_matches(entry, sha1, size):
+    return entry.sha1.lower() == sha1 and (not entry.size or entry.size == size)
 
 
 # --------------------------------------------------------------------------- datastore download
@@ -564,50 +590,20 @@ def warm_sync(conn, vm, spec, dest, *, timeout, writer=None, guard=None):
     """One sync: snapshot, copy what changed since the recorded changeIds (everything the first time),
     record the new changeIds beside the copies, remove the snapshot. Returns the sync record."""
     state_path = warm_state_path(dest, spec["name"])
-    state = read_json(state_path) or {}
-    if state.get("moid") not in (None, spec["source"]["moid"]) or \
-            state.get("instance_uuid") not in (None, spec["source"]["instance_uuid"]):
-        raise VsphereError("%s holds the warm-sync state of another VM (%s)" % (state_path, state.get("moid")),
-                           "use another dest directory, or remove it to start over")
-    state.update({"moid": spec["source"]["moid"], "instance_uuid": spec["source"]["instance_uuid"],
-                  "vcenter": spec["source"]["vcenter"]})
+    state = _warm_state(state_path, spec)
     records = state.setdefault("disks", {})
     started = time.monotonic()
     snapshot = create_snapshot(conn, vm)
     session = transfer.new_session(conn)
     try:
-        snap_disks = {d.key: d for d in read_call(conn, "read the snapshot disks",
-                                                  lambda: snapshot.config.hardware.device)
-                      if isinstance(d, vim.vm.device.VirtualDisk)}
-        plan = []
-        for disk in spec["disks"]:
-            device = snap_disks.get(disk["key"])
-            if device is None or not getattr(device.backing, "changeId", None):
-                raise VsphereError("the sync snapshot of %s has no change id for disk %s" % (spec["name"], disk["id"]),
-                                   "CBT is not active yet on that disk: power-cycle the VM or remove all its "
-                                   "snapshots, then run again")
-            target = os.path.join(dest, "%s-%s.raw" % (spec["name"], disk["id"]))
-            record = records.get(disk["id"]) or {}
-            full = (not record.get("change_id") or not os.path.exists(target)
-                    or os.path.getsize(target) != disk["capacity_bytes"])
-            areas = changed_areas(conn, vm, snapshot, disk["key"], "*" if full else record["change_id"],
-                                  disk["capacity_bytes"])
-            plan.append((disk, device, target, full, areas))
+        plan = _sync_plan(conn, vm, snapshot, spec, dest, records)
         require_room(dest, _sync_need(plan), "the %s sync of %s" % (
             "full" if any(step[3] for step in plan) else "delta", spec["name"]))
         progress = Progress(writer, "sync", sum(length for *unused, areas in plan for unused, length in areas))
         copied = {}
         for disk, device, target, full, areas in plan:
-            if full:
-                with open(target, "wb") as handle:
-                    handle.truncate(disk["capacity_bytes"])
-            url = datastore_url(conn, spec["source"]["datacenter"], device.backing.fileName)
-            with open(target, "r+b") as handle:
-                copied[disk["id"]] = transfer.read_ranges(session, url, areas, handle, on_bytes=progress.add,
-                                                          label="disk %s of %s" % (disk["id"], spec["name"]),
-                                                          timeout=timeout)
-                handle.flush()
-                os.fsync(handle.fileno())
+            copied[disk["id"]] = _copy_areas(session, conn, spec, disk, device, target, full, areas,
+                                             on_bytes=progress.add, timeout=timeout)
             # Only after the bytes are on disk: a crash before this line re-copies the same areas.
             records[disk["id"]] = {"file": target, "change_id": device.backing.changeId,
                                    "capacity": disk["capacity_bytes"]}
@@ -625,3 +621,52 @@ def warm_sync(conn, vm, spec, dest, *, timeout, writer=None, guard=None):
     for entry in disks:
         entry["change_id"] = records[entry["id"]]["change_id"]
     return sync, disks, state
+
+
+def _warm_state(state_path, spec):
+    """The warm-sync state recorded in dest for this VM (empty the first time), refused when it is another VM's."""
+    state = read_json(state_path) or {}
+    if state.get("moid") not in (None, spec["source"]["moid"]) or \
+            state.get("instance_uuid") not in (None, spec["source"]["instance_uuid"]):
+        raise VsphereError("%s holds the warm-sync state of another VM (%s)" % (state_path, state.get("moid")),
+                           "use another dest directory, or remove it to start over")
+    state.update({"moid": spec["source"]["moid"], "instance_uuid": spec["source"]["instance_uuid"],
+                  "vcenter": spec["source"]["vcenter"]})
+    return state
+
+
+def _sync_plan(conn, vm, snapshot, spec, dest, records):
+    """[(disk, snapshot device, local target, full copy?, changed areas)] of one sync."""
+    snap_disks = {d.key: d for d in read_call(conn, "read the snapshot disks",
+                                              lambda: snapshot.config.hardware.device)
+                  if isinstance(d, vim.vm.device.VirtualDisk)}
+    plan = []
+    for disk in spec["disks"]:
+        device = snap_disks.get(disk["key"])
+        if device is None or not getattr(device.backing, "changeId", None):
+            raise VsphereError("the sync snapshot of %s has no change id for disk %s" % (spec["name"], disk["id"]),
+                               "CBT is not active yet on that disk: power-cycle the VM or remove all its "
+                               "snapshots, then run again")
+        target = os.path.join(dest, "%s-%s.raw" % (spec["name"], disk["id"]))
+        record = records.get(disk["id"]) or {}
+        full = (not record.get("change_id") or not os.path.exists(target)
+                or os.path.getsize(target) != disk["capacity_bytes"])
+        areas = changed_areas(conn, vm, snapshot, disk["key"], "*" if full else record["change_id"],
+                              disk["capacity_bytes"])
+        plan.append((disk, device, target, full, areas))
+    return plan
+
+
+def _copy_areas(session, conn, spec, disk, device, target, full, areas, *, on_bytes, timeout):
+    """Copy ``areas`` of the snapshot's base disk into ``target`` (made anew, sparse, for a full copy),
+    flushed to disk; returns the bytes copied."""
+    if full:
+        with open(target, "wb") as handle:
+            handle.truncate(disk["capacity_bytes"])
+    url = datastore_url(conn, spec["source"]["datacenter"], device.backing.fileName)
+    with open(target, "r+b") as handle:
+        copied = transfer.read_ranges(session, url, areas, handle, on_bytes=on_bytes,
+                                      label="disk %s of %s" % (disk["id"], spec["name"]), timeout=timeout)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return copied

@@ -218,130 +218,11 @@ change_ids:
   type: dict
 """
 
-import os
-import time
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils import _target_lock as target_lock
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn
-from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
-from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError
-from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted, raise_on_sigterm
-from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_module import (
-    connect_from_params,
-    connection_argument_spec,
-    selected_vm,
-)
-
-
-def _cold_record_path(dest, name):
-    return os.path.join(dest, ".%s.v2kvm-export.json" % name)
-
-
-def _recorded_export(vexport, dest, spec, method):
-    record = vexport.read_json(_cold_record_path(dest, spec["name"]))
-    if not record or record.get("moid") != spec["source"]["moid"] or record.get("method") != method:
-        return None
-    disks = record.get("disks") or []
-    for disk in disks:
-        if not os.path.exists(disk["path"]) or os.path.getsize(disk["path"]) != disk["size"]:
-            return None
-    return disks if len(disks) == len(spec["disks"]) else None
-
-
-def _cold(module, conn, vm, spec, vexport, writer, result):
-    params = module.params
-    method = params["method"]
-    recorded = None if params["force"] else _recorded_export(vexport, params["dest"], spec, method)
-    if recorded is not None:
-        result.update(disks=recorded, bytes_fetched=0, changed=False,
-                      reason="a completed export of this VM is recorded in dest; force: true copies again")
-        return
-    wants_off = params["power_off"] or method == "nfc"
-    if method == "datastore":
-        # Flat files are copied whole, so the need is known before the VM is touched (in check mode too).
-        vexport.require_room(params["dest"], vexport.datastore_need(spec, params["dest"]),
-                             "the download of %s" % spec["name"])
-    if module.check_mode:
-        result.update(changed=True, disks=spec["disks"], bytes_fetched=0,
-                      reason="would %s%s" % ("power the VM off and " if wants_off and result[
-                          "original_power_state"] != "poweredOff" else "", "export the disks"))
-        return
-    guard = vexport.PowerGuard(conn, vm, shutdown_timeout=params["shutdown_timeout"],
-                               allow_hard_power_off=params["allow_hard_power_off"], wanted_off=wants_off)
-    try:
-        with guard:
-            if method == "nfc":
-                disks, fetched, checks = vexport.export_nfc(
-                    conn, vm, spec, params["dest"], parallel=params["parallel_disks"],
-                    keepalive=params["lease_keepalive"], timeout=params["timeout"], writer=writer)
-                result["manifest"] = checks
-            elif vexport.power_state(conn, vm) == "poweredOff":
-                disks, fetched = vexport.export_datastore(conn, spec, params["dest"], parallel=params["parallel_disks"],
-                                                          timeout=params["timeout"], writer=writer)
-            else:
-                snapshot = vexport.create_snapshot(conn, vm)
-                try:
-                    disks, fetched = vexport.export_datastore(conn, spec, params["dest"],
-                                                              parallel=params["parallel_disks"],
-                                                              timeout=params["timeout"], writer=writer)
-                finally:
-                    vexport.remove_snapshot(conn, vm, snapshot)
-    finally:
-        result["power_actions"] = guard.actions
-    vexport.write_json_atomic(_cold_record_path(params["dest"], spec["name"]), {
-        "moid": spec["source"]["moid"], "method": method, "disks": disks, "at": int(time.time())})
-    result.update(disks=disks, bytes_fetched=fetched, changed=True)
-
-
-def _fits(sync, budget):
-    """The cutover repeats a delta sync with the VM off: it takes about as long as the last delta
-    (snapshot, changed-area query, copy of a similar amount of change). A full sync says nothing
-    about the next delta, so it never fits."""
-    return sync["kind"] == "delta" and sync["seconds"] <= budget
-
-
-def _warm(module, conn, vm, spec, vexport, writer, result):
-    params = module.params
-    if module.check_mode:
-        state = vexport.read_json(vexport.warm_state_path(params["dest"], spec["name"])) or {}
-        result.update(changed=True, disks=spec["disks"], bytes_fetched=0, syncs=[], change_ids={},
-                      reason="would run a %s sync" % ("delta" if state.get("disks") else "full"))
-        return
-    if vexport.enable_cbt(conn, vm):
-        result["power_actions"].append("enabled change tracking")
-    guard = vexport.PowerGuard(conn, vm, shutdown_timeout=params["shutdown_timeout"],
-                               allow_hard_power_off=params["allow_hard_power_off"], wanted_off=params["cutover"])
-    budget = 0 if params["cutover"] else params["downtime_budget"]
-    syncs = []
-    try:
-        with guard:
-            while True:
-                sync, disks, state = vexport.warm_sync(conn, vm, spec, params["dest"], timeout=params["timeout"],
-                                                       writer=writer)
-                syncs.append(sync)
-                if not budget or _fits(sync, budget) or len(syncs) >= params["max_syncs"]:
-                    break
-        if params["cutover"]:
-            state["cut_over"] = int(time.time())
-            vexport.write_json_atomic(vexport.warm_state_path(params["dest"], spec["name"]), state)
-    finally:
-        result["power_actions"].extend(guard.actions)
-    result.update(disks=disks, bytes_fetched=sum(s["bytes"] for s in syncs), changed=True, sync=syncs[-1],
-                  syncs=syncs, estimated_cutover_seconds=syncs[-1]["seconds"],
-                  change_ids={disk["id"]: disk["change_id"] for disk in disks})
-    if budget:
-        result["budget_met"] = _fits(syncs[-1], budget)
-        if not result["budget_met"]:
-            last = syncs[-1]
-            why = ("the last delta sync took %.1f s, more than the %d s budget" % (last["seconds"], budget)
-                   if last["kind"] == "delta" else "the only sync was a full copy, which tells nothing about a delta")
-            result["msg"] = (
-                "downtime_budget not met after %d sync(s): %s, so a cutover now could keep the VM off longer than "
-                "wanted. Fix: run again when the guest writes less, raise max_syncs, or raise downtime_budget to "
-                "accept the longer downtime." % (len(syncs), why))
-            module.warn(result["msg"])
+from ansible_collections.v2kvm.migrate.plugins.module_utils._export_reconciler import run_module
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_module import connection_argument_spec
 
 
 def main():
@@ -365,46 +246,7 @@ def main():
                            required_one_of=[("name", "moid", "uuid")])
     if not vconn.HAS_PYVMOMI:
         module.fail_json(msg=missing_required_lib("pyvmomi"), exception=str(vconn.PYVMOMI_IMPORT_ERROR))
-    from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_export as vexport
-    from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_spec as vspec
-
-    params = module.params
-    secrets = [params["password"]]
-    # In check mode the role's task that makes the work dir made nothing: a dest still to come is no error.
-    if not os.path.isdir(params["dest"]) and not (module.check_mode and not os.path.lexists(params["dest"])):
-        module.fail_json(msg="dest %s is not a directory. Fix: create it first (the role does)." % params["dest"])
-    if not module.check_mode:
-        # One export per work dir: a module a killed run left behind is stopped (same job) or waited for.
-        target_lock.own(module, target_lock.lock_path(params["dest"]), "export into %s" % params["dest"],
-                        ProgressWriter)
-    raise_on_sigterm()
-    result = dict(changed=False, method=params["method"], power_actions=[])
-    writer = ProgressWriter(params["progress_file"]) if params["progress_file"] and not module.check_mode else None
-    try:
-        with connect_from_params(params) as conn:
-            ref, props, place, portgroups = selected_vm(conn, params)
-            spec = vspec.build_spec(ref, props, place, conn.host, portgroups=portgroups)
-            result["original_power_state"] = spec["source"]["power_state"]
-            vexport.check_exportable(spec)  # before any power operation, in check mode too
-            if params["method"] == "warm":
-                _warm(module, conn, ref, spec, vexport, writer, result)
-            else:
-                _cold(module, conn, ref, spec, vexport, writer, result)
-            spec["disks"] = result["disks"]
-            result["spec"] = spec
-    except (SourceError, Interrupted) as exc:
-        if writer is not None:
-            writer.update("failed", 0, 0)
-            writer.close()
-        extra = {"problem": exc.problem, "fix": exc.fix} if isinstance(exc, SourceError) else {}
-        actions = result.get("power_actions") or []
-        module.fail_json(msg=vconn.scrub(exc, secrets) + (" Power: %s." % "; ".join(actions) if actions else ""),
-                         **dict(result, **extra))
-    if writer is not None:
-        total = result.get("bytes_fetched", 0)
-        writer.update("done", total, total)
-        writer.close()
-    module.exit_json(**result)
+    run_module(module)
 
 
 if __name__ == "__main__":
