@@ -1,6 +1,6 @@
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Move a libvirt domain from one KVM node to another, live or cold, with its safety checks.
+"""Move a libvirt domain from one KVM node to another: the safety checks and the live migration.
 
 Live: one ``migrateToURI3`` (peer-to-peer, persistent destination, source undefined on success,
 optional copy of every disk over NBD) runs in a worker thread while this thread reads job stats
@@ -8,10 +8,8 @@ into the progress file, sets the maximum downtime once the job exists, switches 
 the migration does not converge in time, and aborts it at the time limit. libvirt rolls a failed
 or aborted pre-copy migration back on its own: the guest keeps running on the source.
 
-Cold: shut down (force only when allowed), stream each disk volume from the source pool to the
-target pool through libvirt (sparse, so holes stay holes), define on the target, start it and judge
-its boot from the serial console read through libvirt, and only then undefine the source. Any
-failure removes what the target got and starts the source again if it was running.
+The cold migration is in ``_cold_migration``; what to do for one run is decided in
+``_migration_reconciler``.
 
 Plain Python over libvirt-python, free of Ansible imports.
 """
@@ -20,11 +18,9 @@ from __future__ import annotations
 
 import threading
 import time
-from xml.etree import ElementTree
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils._console_watch import start_and_judge
-from ansible_collections.v2kvm.migrate.plugins.module_utils._serial_verdict import (
-    DEFAULT_FAILURE_PATTERNS, DEFAULT_SUCCESS_PATTERN, compile_patterns)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_adapter import (
+    lookup_pool, lookup_volume_by_path, parse_xml)
 from ansible_collections.v2kvm.migrate.plugins.module_utils._stop_signal import Interrupted
 
 try:
@@ -45,12 +41,8 @@ class MigrationFailed(Exception):
     """The migration started and failed; the message says where the guest is now."""
 
 
-def _xml(text):
-    # libvirt's own XML from the daemon we talk to.
-    return ElementTree.fromstring(text)  # noqa: S314
-
-
-def _undefine_flags():
+def undefine_flags():
+    """Undefine flags that also drop NVRAM, managed save and snapshot metadata (where libvirt has them)."""
     flags = 0
     for name in UNDEFINE_FLAGS_NAMES:
         flags |= getattr(libvirt, name, 0)
@@ -77,45 +69,20 @@ def resolve_nodes(nodes, source, target):
 
 def check_distinct_hosts(src_conn, dst_conn, source, target):
     """Two node names can point at one daemon; the host UUID tells them apart."""
-    src_uuid = _xml(src_conn.getCapabilities()).findtext("host/uuid")
-    dst_uuid = _xml(dst_conn.getCapabilities()).findtext("host/uuid")
+    src_uuid = parse_xml(src_conn.getCapabilities()).findtext("host/uuid")
+    dst_uuid = parse_xml(dst_conn.getCapabilities()).findtext("host/uuid")
     if src_uuid and src_uuid == dst_uuid:
         raise MigrationRefused("Target node must be different from source node (%s and %s are the same host, "
                                "UUID %s)" % (source, target, src_uuid))
-
-
-def disk_sources(domain_xml):
-    """[{"target", "path", "format"}] of the domain's file-backed disks."""
-    disks = []
-    for disk in _xml(domain_xml).findall("devices/disk"):
-        if disk.get("device", "disk") != "disk" or disk.get("type") != "file":
-            continue
-        source = disk.find("source")
-        if source is None or not source.get("file"):
-            continue
-        driver = disk.find("driver")
-        disks.append({"target": disk.find("target").get("dev"), "path": source.get("file"),
-                      "format": None if driver is None else driver.get("type")})
-    return disks
-
-
-def _volume_physical(vol):
-    root = _xml(vol.XMLDesc(0))
-    for tag in ("physical", "capacity"):
-        text = root.findtext(tag)
-        if text:
-            return int(text)
-    return int(vol.info()[1])
 
 
 def storage_needed(src_conn, disks):
     """Bytes the copied disks take (their files' allocation) on the source."""
     total = 0
     for disk in disks:
-        try:
-            total += int(src_conn.storageVolLookupByPath(disk["path"]).info()[2])
-        except libvirt.libvirtError:
-            continue
+        vol = lookup_volume_by_path(src_conn, disk["path"])
+        if vol is not None:
+            total += int(vol.info()[2])
     return total
 
 
@@ -125,43 +92,16 @@ def check_capacity(dst_conn, target, memory_mib, disk_bytes, pool_name):
         raise MigrationRefused("Not enough capacity on node %s: the VM needs %d MiB of memory, %d MiB are free"
                                % (target, memory_mib, free_mib))
     if disk_bytes and pool_name:
-        try:
-            pool = dst_conn.storagePoolLookupByName(pool_name)
-        except libvirt.libvirtError as exc:
+        pool = lookup_pool(dst_conn, pool_name)
+        if pool is None:
             raise MigrationRefused("storage pool %s does not exist on node %s: create it (v2kvm.migrate.storage_pool) "
-                                   "or set target_pool" % (pool_name, target)) from exc
+                                   "or set target_pool" % (pool_name, target))
         if pool.isActive():
             pool.refresh(0)
         available = pool.info()[3]
         if disk_bytes > available:
             raise MigrationRefused("Not enough capacity on node %s: the disks need %d MiB in pool %s, %d MiB are free"
                                    % (target, disk_bytes // MIB, pool_name, available // MIB))
-
-
-def lookup_domain(conn, name, node):
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise MigrationRefused("VM %s not found on node %s" % (name, node)) from exc
-        raise
-
-
-def exists(conn, name):
-    try:
-        conn.lookupByName(name)
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
-def pool_for_path(conn, path):
-    """The storage pool whose directory holds ``path`` on ``conn``'s host, or None."""
-    directory = path.rsplit("/", 1)[0]
-    for pool in conn.listAllStoragePools(0):
-        if _xml(pool.XMLDesc(0)).findtext("target/path") == directory:
-            return pool
-    return None
 
 
 # -- live -----------------------------------------------------------------------------------------
@@ -194,6 +134,29 @@ def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.
     ``opts``: copy_storage (all|none), migrate_uri, bandwidth_mib, max_downtime_ms, auto_converge,
     post_copy, post_copy_after (s), timeout (s). ``progress`` has update(stage, done, total).
     """
+    job = _LiveJob(src_dom, opts, progress)
+    started = clock()
+    thread, outcome = _start_migration(src_dom, target_uri, opts)
+    while thread.is_alive():
+        try:
+            thread.join(poll)
+            if not thread.is_alive():
+                break
+            job.watch(clock() - started)
+        except Interrupted as exc:
+            # The module's SIGTERM handler (the run was stopped, or the orphan watchdog fired) raised here:
+            # the migration is aborted below like a timed-out one, so the guest stays on its source.
+            if not job.stop(exc):
+                continue
+        job.abort_if_due()
+    elapsed = clock() - started
+    if outcome.get("error") is not None:
+        raise job.failure(outcome["error"], elapsed)
+    return job.outcome(elapsed)
+
+
+def _start_migration(src_dom, target_uri, opts):
+    """``migrateToURI3`` in a worker thread (it blocks until the job ends); its error lands in the dict."""
     outcome = {}
 
     def worker():
@@ -203,79 +166,102 @@ def live_migrate(src_dom, target_uri, opts, progress=None, poll=0.5, clock=time.
             outcome["error"] = exc
 
     thread = threading.Thread(target=worker, name="migrateToURI3", daemon=True)
-    started = clock()
     thread.start()
-    escalated = []
-    downtime_set = not opts.get("max_downtime_ms")
-    aborted = None
-    refusal = None
-    stage = "live-migrate"
-    while thread.is_alive():
+    return thread, outcome
+
+
+class _LiveJob:
+    """What the monitoring thread did to one running live migration job, poll after poll."""
+
+    def __init__(self, dom, opts, progress):
+        self.dom, self.opts, self.progress = dom, opts, progress
+        self.escalated = []
+        self.downtime_set = not opts.get("max_downtime_ms")
+        self.aborted = None  # why the job is to be aborted (time limit, stop), once it is
+        self.refusal = None  # what libvirt said to the last abort
+        self.stage = "live-migrate"
+
+    @property
+    def in_post_copy(self):
+        return "post-copy" in self.escalated
+
+    def watch(self, elapsed):
+        """One poll: progress, the downtime limit once the job exists, post-copy when due, the time limit."""
         try:
-            thread.join(poll)
-            if not thread.is_alive():
-                break
-            elapsed = clock() - started
+            stats = self.dom.jobStats(0)
+        except libvirt.libvirtError:
+            stats = {}
+        if stats.get("type", 0) not in (0, getattr(libvirt, "VIR_DOMAIN_JOB_NONE", 0)):
+            self._set_downtime()
+            if self.progress is not None:
+                self.progress.update(self.stage, int(stats.get("data_processed", 0)), int(stats.get("data_total", 0)))
+            self._post_copy_if_due(stats, elapsed)
+        timeout = self.opts.get("timeout")
+        if self.aborted is None and timeout and elapsed >= timeout and not self.in_post_copy:
+            self.aborted = "timeout of %d s reached" % timeout
+
+    def _set_downtime(self):
+        if self.downtime_set:
+            return
+        try:
+            self.dom.migrateSetMaxDowntime(int(self.opts["max_downtime_ms"]), 0)
+            self.downtime_set = True
+        except libvirt.libvirtError:
+            pass  # the job may not have reached the migration phase yet: retried next poll
+
+    def _post_copy_if_due(self, stats, elapsed):
+        if (self.opts.get("post_copy") and not self.in_post_copy and self.aborted is None
+                and elapsed >= float(self.opts.get("post_copy_after") or 0)
+                and int(stats.get("memory_iteration", 0)) >= 2):
+            # Pre-copy did not converge in time: the guest moves now and pulls its missing pages on demand.
             try:
-                stats = src_dom.jobStats(0)
+                self.dom.migrateStartPostCopy(0)
+                self.escalated.append("post-copy")
+                self.stage = "post-copy"
             except libvirt.libvirtError:
-                stats = {}
-            active = stats.get("type", 0) not in (0, getattr(libvirt, "VIR_DOMAIN_JOB_NONE", 0))
-            if active and not downtime_set:
-                try:
-                    src_dom.migrateSetMaxDowntime(int(opts["max_downtime_ms"]), 0)
-                    downtime_set = True
-                except libvirt.libvirtError:
-                    pass  # the job may not have reached the migration phase yet: retried next poll
-            if active and progress is not None:
-                progress.update(stage, int(stats.get("data_processed", 0)), int(stats.get("data_total", 0)))
-            if (opts.get("post_copy") and "post-copy" not in escalated and active and aborted is None
-                    and elapsed >= float(opts.get("post_copy_after") or 0)
-                    and int(stats.get("memory_iteration", 0)) >= 2):
-                # Pre-copy did not converge in time: the guest moves now and pulls its missing pages on demand.
-                try:
-                    src_dom.migrateStartPostCopy(0)
-                    escalated.append("post-copy")
-                    stage = "post-copy"
-                except libvirt.libvirtError:
-                    pass
-            timeout = opts.get("timeout")
-            if aborted is None and timeout and elapsed >= timeout and "post-copy" not in escalated:
-                aborted = "timeout of %d s reached" % timeout
-        except Interrupted as exc:
-            # The module's SIGTERM handler (the run was stopped, or the orphan watchdog fired) raised here:
-            # the migration is aborted below like a timed-out one, so the guest stays on its source. In
-            # post-copy there is nothing to abort (the guest already runs on the target); it finishes.
-            if aborted is not None or "post-copy" in escalated:
-                continue
-            aborted = "stopped: %s" % exc
-        if aborted is not None and "post-copy" not in escalated:
-            # Asked at every poll until the job ends: an abort accepted while the job is still being set
-            # up (or copying storage before memory) can be a no-op in QEMU, and the job would then finish.
-            try:
-                src_dom.abortJob()
-                refusal = "libvirt accepted the abort, but the job went on"
-            except libvirt.libvirtError as exc:
-                refusal = "libvirt refused the abort: %s" % exc  # asked again at the next poll
-    error = outcome.get("error")
-    elapsed = clock() - started
-    if error is not None:
-        reason = aborted or str(error)
-        if "post-copy" in escalated:
-            raise MigrationFailed("live migration of %s failed during post-copy (%s): the guest's memory is split "
-                                  "between the nodes; check both nodes before doing anything else"
-                                  % (src_dom.name(), reason))
-        where = "the guest keeps running on the source node" if _still_active(src_dom) else \
+                pass
+
+    def stop(self, exc):
+        """A stop arrived: True when the job is now to be aborted. In post-copy there is nothing to abort (the
+        guest already runs on the target): it finishes."""
+        if self.aborted is not None or self.in_post_copy:
+            return False
+        self.aborted = "stopped: %s" % exc
+        return True
+
+    def abort_if_due(self):
+        # Asked at every poll until the job ends: an abort accepted while the job is still being set up (or
+        # copying storage before memory) can be a no-op in QEMU, and the job would then finish.
+        if self.aborted is None or self.in_post_copy:
+            return
+        try:
+            self.dom.abortJob()
+            self.refusal = "libvirt accepted the abort, but the job went on"
+        except libvirt.libvirtError as exc:
+            self.refusal = "libvirt refused the abort: %s" % exc  # asked again at the next poll
+
+    def failure(self, error, elapsed):
+        """The MigrationFailed for a job that ended in ``error``, saying where the guest is."""
+        reason = self.aborted or str(error)
+        if self.in_post_copy:
+            return MigrationFailed("live migration of %s failed during post-copy (%s): the guest's memory is split "
+                                   "between the nodes; check both nodes before doing anything else"
+                                   % (self.dom.name(), reason))
+        where = "the guest keeps running on the source node" if _still_active(self.dom) else \
             "the guest is no longer running on the source node"
-        kind = "aborted" if (aborted or "abort" in str(error).lower() or "cancel" in str(error).lower()) else "failed"
-        raise MigrationFailed("live migration of %s %s after %.1f s (%s); %s"
-                              % (src_dom.name(), kind, elapsed, reason, where))
-    result = {"escalated": (["auto-converge"] if opts.get("auto_converge") else []) + escalated,
-              "elapsed": round(elapsed, 3)}
-    if aborted is not None and "post-copy" not in escalated:
-        # The time limit (or a stop) came, yet the migration completed: the guest runs on the target.
-        result["abort_missed"] = "%s, but the migration completed (%s)" % (aborted, refusal or "no abort was sent")
-    return result
+        text = str(error).lower()
+        kind = "aborted" if (self.aborted or "abort" in text or "cancel" in text) else "failed"
+        return MigrationFailed("live migration of %s %s after %.1f s (%s); %s"
+                               % (self.dom.name(), kind, elapsed, reason, where))
+
+    def outcome(self, elapsed):
+        result = {"escalated": (["auto-converge"] if self.opts.get("auto_converge") else []) + self.escalated,
+                  "elapsed": round(elapsed, 3)}
+        if self.aborted is not None and not self.in_post_copy:
+            # The time limit (or a stop) came, yet the migration completed: the guest runs on the target.
+            result["abort_missed"] = "%s, but the migration completed (%s)" % (
+                self.aborted, self.refusal or "no abort was sent")
+        return result
 
 
 def _still_active(dom):
@@ -297,9 +283,8 @@ def remove_new_volumes(conn, paths):
     """Delete volumes at ``paths`` on ``conn`` (what a failed copy left); return the removed paths."""
     removed = []
     for path in paths:
-        try:
-            vol = conn.storageVolLookupByPath(path)
-        except libvirt.libvirtError:
+        vol = lookup_volume_by_path(conn, path)
+        if vol is None:
             continue
         try:
             vol.delete(0)
@@ -378,168 +363,3 @@ class OrphanedJobWatch:
             if refusal:
                 return refusal
             time.sleep(poll)
-
-
-# -- cold -----------------------------------------------------------------------------------------
-
-def shut_down(dom, timeout, force, clock=time.monotonic, sleep=time.sleep):
-    """Shut the guest down; power it off after ``timeout`` only when ``force``. Returns how it stopped."""
-    if not dom.isActive():
-        return "already off"
-    try:
-        dom.shutdown()
-    except libvirt.libvirtError:
-        pass  # no ACPI handler: the wait below ends in force or refusal
-    deadline = clock() + timeout
-    while clock() < deadline:
-        if not dom.isActive():
-            return "shut down"
-        sleep(0.5)
-    if not force:
-        raise MigrationFailed("VM %s did not shut down within %d s: set force_shutdown=true to power it off, "
-                              "or a longer shutdown_timeout" % (dom.name(), timeout))
-    dom.destroy()
-    return "powered off after %d s" % timeout
-
-
-def copy_volume(src_conn, dst_conn, path, dst_pool, progress=None, done_before=0, total=0):
-    """Stream the volume at ``path`` into ``dst_pool`` under the same name; return (new path, bytes)."""
-    src_vol = src_conn.storageVolLookupByPath(path)
-    src_root = _xml(src_vol.XMLDesc(0))
-    name = src_vol.name()
-    fmt_elem = src_root.find("target/format")
-    fmt = fmt_elem.get("type") if fmt_elem is not None else "raw"
-    try:
-        dst_pool.storageVolLookupByName(name)
-    except libvirt.libvirtError:
-        pass
-    else:
-        raise MigrationRefused("volume %s already exists in pool %s on the target: remove it or pick another "
-                               "target_pool" % (name, dst_pool.name()))
-    capacity = int(src_root.findtext("capacity"))
-    dst_vol = dst_pool.createXML(
-        "<volume><name>%s</name><capacity unit='bytes'>%d</capacity><allocation>0</allocation>"
-        "<target><format type='%s'/></target></volume>" % (name, capacity, fmt), 0)
-    new_path = dst_vol.path()
-    src_stream = src_conn.newStream(0)
-    dst_stream = dst_conn.newStream(0)
-    counter = {"done": 0}
-    try:
-        src_vol.download(src_stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
-        dst_vol.upload(dst_stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
-
-        def data(_stream, buf, _opaque):
-            sent = dst_stream.send(buf)
-            counter["done"] += len(buf)
-            if progress is not None:
-                progress.update("copy-disks", done_before + counter["done"], total)
-            return sent
-
-        def hole(_stream, length, _opaque):
-            dst_stream.sendHole(length, 0)
-            counter["done"] += length
-            return 0
-
-        src_stream.sparseRecvAll(data, hole, None)
-        src_stream.finish()
-        dst_stream.finish()
-    except BaseException:
-        for stream in (src_stream, dst_stream):
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
-        try:
-            dst_vol.delete(0)
-        except libvirt.libvirtError:
-            pass
-        raise
-    return new_path, counter["done"]
-
-
-def retarget_disks(domain_xml, new_paths):
-    """The domain XML with each disk source path replaced per ``new_paths`` ({old: new})."""
-    root = _xml(domain_xml)
-    for disk in root.findall("devices/disk"):
-        source = disk.find("source")
-        if source is not None and source.get("file") in new_paths:
-            source.set("file", new_paths[source.get("file")])
-    return ElementTree.tostring(root, encoding="unicode")
-
-
-def cold_migrate(src_conn, dst_conn, src_dom, opts, progress=None):
-    """Shut down, copy, define, start, validate, then undefine the source. Returns a summary dict.
-
-    ``opts``: copy_storage, target_pool, shutdown_timeout, force_shutdown, start, validate_seconds,
-    success_pattern, failure_patterns, require_success_pattern, remove_source_storage.
-    """
-    name = src_dom.name()
-    was_running = bool(src_dom.isActive())
-    domain_xml = src_dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-    disks = disk_sources(domain_xml)
-    created_paths = []
-    dst_dom = None
-    new_paths = {}
-    copied = 0
-    try:
-        # Inside the rollback: a stop while the guest shuts down must start it again on the source.
-        stopped = shut_down(src_dom, opts["shutdown_timeout"], opts["force_shutdown"])
-        if opts.get("copy_storage") == "all" and disks:
-            dst_pool = dst_conn.storagePoolLookupByName(opts["target_pool"])
-            total = 0
-            for disk in disks:
-                total += _volume_physical(src_conn.storageVolLookupByPath(disk["path"]))
-            for disk in disks:
-                new_path, size = copy_volume(src_conn, dst_conn, disk["path"], dst_pool, progress, copied, total)
-                created_paths.append(new_path)
-                new_paths[disk["path"]] = new_path
-                copied += size
-        dst_dom = dst_conn.defineXML(retarget_disks(domain_xml, new_paths))
-        validated = None
-        if opts.get("start", True):
-            if progress is not None:
-                progress.update("start", copied, copied)
-            success, failures = compile_patterns(opts.get("success_pattern") or DEFAULT_SUCCESS_PATTERN,
-                                                 opts.get("failure_patterns") or DEFAULT_FAILURE_PATTERNS)
-            validated = start_and_judge(dst_conn, dst_dom, opts.get("validate_seconds", 10), success, failures,
-                                        require_success=bool(opts.get("require_success_pattern")))
-            if not validated["booted"]:
-                raise MigrationFailed("VM %s did not boot on the target after the cold migration: %s"
-                                      % (name, validated["reason"]))
-    except BaseException as exc:
-        cleanup = _rollback_cold(dst_dom, dst_conn, created_paths, src_dom, was_running)
-        if isinstance(exc, (MigrationFailed, MigrationRefused)):
-            raise type(exc)("%s; %s" % (exc, cleanup)) from exc
-        raise MigrationFailed("cold migration of %s failed: %s; %s" % (name, exc, cleanup)) from exc
-    # Only a guest proven on the target lets go of the source.
-    src_dom.undefineFlags(_undefine_flags())
-    removed = []
-    if opts.get("remove_source_storage") and new_paths:
-        removed = remove_new_volumes(src_conn, list(new_paths))
-    return {"stopped": stopped, "was_running": was_running, "disks": new_paths, "bytes_copied": copied,
-            "validated": validated, "source_storage_removed": removed}
-
-
-def _rollback_cold(dst_dom, dst_conn, created_paths, src_dom, was_running):
-    notes = []
-    if dst_dom is not None:
-        try:
-            if dst_dom.isActive():
-                dst_dom.destroy()
-            dst_dom.undefineFlags(_undefine_flags())
-            notes.append("the target's domain was removed")
-        except libvirt.libvirtError as exc:
-            notes.append("could not remove the target's domain: %s" % exc)
-    removed = remove_new_volumes(dst_conn, created_paths)
-    if removed:
-        notes.append("copied disks removed from the target")
-    if was_running:
-        try:
-            if not src_dom.isActive():
-                src_dom.create()
-            notes.append("the guest runs on the source node again")
-        except libvirt.libvirtError as exc:
-            notes.append("could not restart the guest on the source node: %s" % exc)
-    else:
-        notes.append("the source was not touched")
-    return "rolled back: " + ", ".join(notes)
