@@ -39,8 +39,8 @@ def test_summary_and_junit_are_written_at_close_only(tmp_path):
     assert data == json.loads(json.dumps(board.summary(), default=str))
     assert (data["playbook"], data["finished"], data["metrics"]["failed"]) == ("migrate.yml", 110.0, 1)
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped"), suite.get("time")) == ("3", "1", "1",
-                                                                                                     "10.000")
+    counts = (suite.get("tests"), suite.get("failures"), suite.get("skipped"), suite.get("time"))
+    assert counts == ("3", "1", "1", "10.000")
     cases = {case.get("name"): case for case in suite.findall("testcase")}
     assert cases["web01"].get("classname") == "v2kvm.migrate.ova" and cases["web01"].find("failure") is None
     props = {prop.get("name"): prop.get("value") for prop in cases["web01"].find("properties")}
