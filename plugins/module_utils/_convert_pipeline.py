@@ -216,4 +216,3 @@ def _failure_message(plan: Plan, exc: BaseException) -> str | None:
         return ("converting %s to %s failed, nothing was left at %s: %s"
                 % (_qemu_img.describe_source(source.image), plan.dest_format, dest, exc))
     return None
-

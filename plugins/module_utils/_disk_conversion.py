@@ -159,4 +159,3 @@ def _planned_result(dest: str, planned: dict, reason: str) -> dict:
             "virtual_size": planned["virtual_size"], "actual_size": None, "source_fingerprint": planned["source"],
             "source_sha256": planned["source_sha256"], "content_digest": None,
             "qemu_img_version": planned["qemu_img_version"], "reason": reason}
-
