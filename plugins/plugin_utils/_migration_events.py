@@ -1,6 +1,6 @@
 # Copyright: (c) 2025, v2kvm.migrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The migration event model shared by the terminal dashboard and (later) the web dashboard.
+"""The migration event model shared by the terminal dashboard and the web dashboard.
 
 Everything that happens is an *event*: a flat JSON-able dict with at least ``ts`` (epoch seconds),
 ``type`` and usually ``host`` (the inventory host, one per VM). ``MigrationBoard.apply(event)``
@@ -12,10 +12,11 @@ Event types:
 - ``run_start`` {playbook}; ``play_start`` {play, hosts: [..]}
 - ``task_start`` {host, task, task_uuid, bookkeeping}  (``bookkeeping``: set_fact, includes, argument checks;
   such a task marks the VM running but does not become its stage)
-- ``progress`` {host, task, task_uuid, item, stage, done, total, rate, eta, source}
+- ``progress`` {host, task, task_uuid, item, stage, done, total, rate, eta, source, sample_ts, target}
 - ``task_end`` {host, task, task_uuid, item, status: ok|changed|failed|skipped|unreachable|ignored,
-  msg, spec_name, original_name, source_type, phase}  (``phase``: the role's ``migrate_vm_phase`` when a task
-  set it; ``original_name``: the source's own name when the domain name was derived from it)
+  msg, spec_name, original_name, source_type, phase, target, verdict}  (``phase``: the role's
+  ``migrate_vm_phase`` when a task set it; ``original_name``: the source's own name when the domain name was
+  derived from it; ``target``: the host a delegated task ran on; ``verdict``: validate's verdict)
 - ``vm_end`` {host, verdict: succeeded|failed, msg}
 - ``run_end`` {}
 
