@@ -153,8 +153,6 @@ def _require_clean_check(disk: dict, source) -> None:
         )
 
 
-
-
 def classify_disk_bytes(disk: dict, head: bytes, expect_vmdk: bool, in_ova: bool) -> str:
     """Set disk["format"] from the file's magic bytes; refuses what cannot be a disk of the expected kind."""
     kind = references.image_kind(head)

@@ -40,7 +40,6 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import (
 MAX_MANIFEST_BYTES = 1024 * 1024
 
 
-
 def _check_manifest_options(require_manifest: bool, verify_manifest: bool) -> None:
     if require_manifest and not verify_manifest:
         raise ManifestError(
@@ -244,7 +243,6 @@ def _read_vmdk(path, probe, require, vcpus, memory_mib, firmware) -> tuple[dict,
         "annotation": "",
     }
     return spec, warnings
-
 
 
 def _file_size(path: str, what: str) -> int:
