@@ -281,8 +281,8 @@ def test_content_checks_compare_sources_with_targets_and_report_bytes(tmp_path):
     checks = content_checks([{"source": source, "target": same},
                              {"source": {"path": source, "format": "raw", "file": "source.raw"}, "target": other},
                              {"source": str(tmp_path / "gone.raw"), "target": same}], bytes_of)
-    assert [(c["source"], c["ok"]) for c in checks] == [(source, True), ("source.raw", False),
-                                                       (str(tmp_path / "gone.raw"), False)]
+    gone = str(tmp_path / "gone.raw")
+    assert [(c["source"], c["ok"]) for c in checks] == [(source, True), ("source.raw", False), (gone, False)]
     assert checks[0]["detail"] == "Images are identical."
     assert checks[1]["detail"].startswith("Content mismatch at offset 0")
     assert ("compare same.qcow2", 4 * MIB) in seen and ("compare other.qcow2", 4 * MIB) in seen
