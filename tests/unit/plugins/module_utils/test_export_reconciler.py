@@ -202,9 +202,8 @@ def test_a_missed_budget_says_why_and_the_fix():
 
 def test_a_failure_hides_secrets_and_names_power_actions_problem_and_fix():
     error = VsphereError("vCenter refused to log in with %s" % SECRET, "check the account")
-    report = rec.failure(error, {"changed": False, "power_actions": ["guest shutdown",
-                                                                    "powered on again after the failure"]},
-                         [SECRET])
+    actions = ["guest shutdown", "powered on again after the failure"]
+    report = rec.failure(error, {"changed": False, "power_actions": actions}, [SECRET])
     assert SECRET not in report["msg"] and "********" in report["msg"]
     assert report["msg"].endswith(" Power: guest shutdown; powered on again after the failure.")
     assert report["problem"] == error.problem and report["fix"] == "check the account"
