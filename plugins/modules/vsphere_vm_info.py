@@ -72,15 +72,10 @@ errors:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn
-from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError
-from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_module import (
-    connect_from_params,
-    connection_argument_spec,
-    selected_vm,
-)
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_info import run
+from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_module import connection_argument_spec
 
 
 def main():
@@ -88,35 +83,7 @@ def main():
     argument_spec.update(spec_name=dict(type="str"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            mutually_exclusive=[("name", "moid", "uuid")])
-    if not vconn.HAS_PYVMOMI:
-        module.fail_json(msg=missing_required_lib("pyvmomi"), exception=str(vconn.PYVMOMI_IMPORT_ERROR))
-    from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_spec as vspec
-
-    params = module.params
-    try:
-        with connect_from_params(params) as conn:
-            if params["name"] or params["moid"] or params["uuid"]:
-                ref, props, place, portgroups = selected_vm(conn, params)
-                spec = vspec.build_spec(ref, props, place, conn.host, name=params["spec_name"], portgroups=portgroups)
-                module.exit_json(changed=False, spec=spec)
-            if params["spec_name"]:
-                module.fail_json(msg="spec_name needs one selected VM. Fix: add name, moid or uuid.")
-            vms, tree, portgroups = vspec.collect(conn)
-            specs, errors = [], []
-            for ref, props in vms:
-                place = vspec.placement(tree, props)
-                if params["datacenter"] and place["datacenter"] != params["datacenter"]:
-                    continue
-                if params["folder"] and place["folder"].strip("/") != params["folder"].strip("/"):
-                    continue
-                try:
-                    specs.append(vspec.build_spec(ref, props, place, conn.host, portgroups=portgroups))
-                except SourceError as exc:
-                    errors.append({"path": place["path"], "moid": ref._moId, "msg": str(exc)})
-            specs.sort(key=lambda spec: spec["source"]["path"])
-            module.exit_json(changed=False, vms=specs, errors=errors)
-    except SourceError as exc:
-        module.fail_json(msg=vconn.scrub(exc, [params["password"]]), problem=exc.problem, fix=exc.fix)
+    module.exit_json(**run(module))
 
 
 if __name__ == "__main__":
