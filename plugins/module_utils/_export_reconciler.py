@@ -21,7 +21,9 @@ import time
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _target_lock as target_lock
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_export as vexport
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_power as vpower
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_spec as vspec
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_warm as vwarm
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_job import Interrupted, ProgressJob
 from ansible_collections.v2kvm.migrate.plugins.module_utils._source_errors import SourceError
@@ -55,7 +57,7 @@ def current_state(params, spec):
     dest, method = params["dest"], params["method"]
     if method == "warm":
         recorded = None
-        warm = vexport.read_json(vexport.warm_state_path(dest, spec["name"])) or {}
+        warm = vexport.read_json(vwarm.warm_state_path(dest, spec["name"])) or {}
     else:
         recorded = None if params["force"] else recorded_export(dest, spec, method)
         warm = {}
@@ -146,7 +148,7 @@ class ExportReconciler:
         return self.result
 
     def _guard(self, wanted_off):
-        return vexport.PowerGuard(self.conn, self.vm, shutdown_timeout=self.params["shutdown_timeout"],
+        return vpower.PowerGuard(self.conn, self.vm, shutdown_timeout=self.params["shutdown_timeout"],
                                   allow_hard_power_off=self.params["allow_hard_power_off"], wanted_off=wanted_off)
 
     def _export_cold(self, plan):
@@ -169,13 +171,13 @@ class ExportReconciler:
                 keepalive=params["lease_keepalive"], timeout=params["timeout"], writer=self.job)
             self.result["manifest"] = checks
             return disks, fetched
-        if vexport.power_state(conn, vm) == "poweredOff":
+        if vpower.power_state(conn, vm) == "poweredOff":
             return self._download_flat()
-        snapshot = vexport.create_snapshot(conn, vm)
+        snapshot = vwarm.create_snapshot(conn, vm)
         try:
             return self._download_flat()
         finally:
-            vexport.remove_snapshot(conn, vm, snapshot)
+            vwarm.remove_snapshot(conn, vm, snapshot)
 
     def _download_flat(self):
         return vexport.export_datastore(self.conn, self.spec, self.params["dest"],
@@ -184,7 +186,7 @@ class ExportReconciler:
 
     def _sync_warm(self):
         params, result = self.params, self.result
-        if vexport.enable_cbt(self.conn, self.vm):
+        if vwarm.enable_cbt(self.conn, self.vm):
             result["power_actions"].append("enabled change tracking")
         guard = self._guard(params["cutover"])
         budget = 0 if params["cutover"] else params["downtime_budget"]
@@ -192,12 +194,12 @@ class ExportReconciler:
         try:
             with guard:
                 while not syncs or sync_again(syncs, budget, params["max_syncs"]):
-                    sync, disks, state = vexport.warm_sync(self.conn, self.vm, self.spec, params["dest"],
+                    sync, disks, state = vwarm.warm_sync(self.conn, self.vm, self.spec, params["dest"],
                                                            timeout=params["timeout"], writer=self.job)
                     syncs.append(sync)
             if params["cutover"]:
                 state["cut_over"] = int(time.time())
-                vexport.write_json_atomic(vexport.warm_state_path(params["dest"], self.spec["name"]), state)
+                vexport.write_json_atomic(vwarm.warm_state_path(params["dest"], self.spec["name"]), state)
         finally:
             result["power_actions"].extend(guard.actions)
         result.update(disks=disks, bytes_fetched=sum(s["bytes"] for s in syncs), changed=True, sync=syncs[-1],

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Copying a vSphere VM's disks to the conversion host: NFC export lease, datastore download, and
-warm sync with Changed Block Tracking. Power handling wraps all three (see ``PowerGuard``).
+"""Copying a vSphere VM's disks to the conversion host, cold: through an NFC export lease or the datastore
+download of the flat files; and what every copy method shares (progress, room checks, state files,
+datastore paths). Warm sync is in ``_vsphere_warm``, power handling in ``_vsphere_power``.
 
 Every function returns disk entries of the VM spec pointing at local files, which
 ``disk_convert`` consumes like any other source disk.
@@ -21,17 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_transfer as transfer
-from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import allocated_bytes, free_bytes, human
+from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes, human
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import (
     VsphereError,
     call,
     read_call,
-    vim,
-    wait_task,
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_spec import parse_datastore_path
 
-SNAPSHOT_NAME = "v2kvm-sync"
 # Resuming a .part through a new lease reads the stream head again (header + descriptor fit in 64 KiB
 # for every VMDK vSphere writes) and compares the last RESUME_PROBE bytes kept with the new lease's.
 RESUME_HEAD = 64 * 1024
@@ -67,78 +65,10 @@ class Progress:
                 self.writer.update(stage, self.done, max(self.total, self.done))
 
 
-# --------------------------------------------------------------------------- power
-
-
-def power_state(conn, vm):
-    return str(read_call(conn, "read the power state", lambda: vm.runtime.powerState))
-
-
-def vm_name(conn, vm):
-    """The VM's name; a property read goes over the network too, so it is retried like any read."""
-    return str(read_call(conn, "read the VM name", lambda: vm.name))
-
-
-class PowerGuard:
-    """Powers the VM off (guest shutdown first, hard power-off only when allowed) and, if anything
-    fails afterwards, powers it on again when it was running before: ``with PowerGuard(...) as guard``."""
-
-    def __init__(self, conn, vm, *, shutdown_timeout, allow_hard_power_off, wanted_off):
-        self.conn, self.vm = conn, vm
-        self.shutdown_timeout = shutdown_timeout
-        self.allow_hard = allow_hard_power_off
-        self.wanted_off = wanted_off
-        self.original = None
-        self.actions = []
-
-    def __enter__(self):
-        self.original = power_state(self.conn, self.vm)
-        if self.wanted_off and self.original != "poweredOff":
-            self.power_off()
-        return self
-
-    def power_off(self):
-        if power_state(self.conn, self.vm) == "poweredOff":
-            return
-        name = vm_name(self.conn, self.vm)
-        if self.original == "poweredOn":
-            try:
-                call(self.conn, "shut down the guest of %s" % name, self.vm.ShutdownGuest)
-                self.actions.append("guest shutdown")
-                deadline = time.monotonic() + self.shutdown_timeout
-                while time.monotonic() < deadline:
-                    if power_state(self.conn, self.vm) == "poweredOff":
-                        return
-                    time.sleep(min(1.0, max(0.05, self.shutdown_timeout / 50)))
-                why = "did not power off within %d s of a guest shutdown" % self.shutdown_timeout
-            except VsphereError as exc:
-                why = "refused a guest shutdown (%s)" % exc.problem
-        else:
-            why = "is %s" % self.original
-        if not self.allow_hard:
-            raise VsphereError("VM %s %s; a hard power-off was not allowed" % (name, why),
-                               "shut the guest down yourself, raise shutdown_timeout, or set "
-                               "allow_hard_power_off: true to accept a crash-consistent copy")
-        wait_task(self.conn, call(self.conn, "power off %s" % name, self.vm.PowerOffVM_Task), "power off " + name,
-                  timeout=max(60, self.conn.timeout))
-        self.actions.append("hard power-off")
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self.original == "poweredOn" and self.actions:
-            try:
-                if power_state(self.conn, self.vm) != "poweredOn":
-                    wait_task(self.conn, self.vm.PowerOnVM_Task(), "power on " + vm_name(self.conn, self.vm),
-                              timeout=300)
-                    self.actions.append("powered on again after the failure")
-            except Exception as restore_exc:  # keep the original error; say the VM is left off
-                self.actions.append("could NOT power it on again (%s): start it by hand" % type(restore_exc).__name__)
-        return False
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def _local_disk(disk, path, fmt, subformat, size, sha1=None):
+def local_disk(disk, path, fmt, subformat, size, sha1=None):
     entry = copy.deepcopy(disk)
     entry.update({"source_path": disk["path"], "path": path, "member": None, "offset": 0, "size": size,
                   "format": fmt, "subformat": subformat, "compression": None, "sha1": sha1, "sha256": None})
@@ -161,48 +91,6 @@ def _size_or_zero(path):
     except FileNotFoundError:
         return 0
 
-
-def _unallocated(path, areas):
-    """Bytes of ``areas`` [(offset, length)] that are holes in ``path`` (all of them if it does not exist):
-    what writing them can newly take on the file system."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return sum(length for unused, length in areas)
-    try:
-        size = os.fstat(fd).st_size
-        holes = 0
-        for offset, length in areas:
-            pos, end = offset, offset + length
-            while pos < end:
-                if pos >= size:
-                    holes += end - pos
-                    break
-                try:
-                    data = os.lseek(fd, pos, os.SEEK_DATA)
-                except OSError:  # ENXIO: no data after pos
-                    holes += end - pos
-                    break
-                if data > pos:
-                    holes += min(data, end) - pos
-                    pos = min(data, end)
-                    continue
-                pos = min(os.lseek(fd, pos, os.SEEK_HOLE), end)
-        return holes
-    finally:
-        os.close(fd)
-
-
-def _sync_need(plan):
-    """Bytes a warm sync can newly take in dest: a full sync rewrites its file from nothing (the old file's
-    blocks are freed first), a delta fills only the holes its areas fall into."""
-    need = 0
-    for _disk, _device, target, full, areas in plan:
-        if full:
-            need += max(0, sum(length for unused, length in areas) - allocated_bytes(target))
-        else:
-            need += _unallocated(target, areas)
-    return need
 
 
 def datastore_need(spec, dest):
@@ -499,7 +387,7 @@ class _NfcExport:
                                    "run again to download it anew; if it persists check the datastore")
             checks.append({"disk": disk["id"], "sha1": sha1, "size": size, "verified": entry is not None,
                            "resumed": earlier and not redone, "redownloaded": redone})
-            disks.append(_local_disk(disk, target, "vmdk", "streamOptimized", size, sha1 if entry else None))
+            disks.append(local_disk(disk, target, "vmdk", "streamOptimized", size, sha1 if entry else None))
         return disks, fetched, checks
 
 
@@ -530,7 +418,7 @@ def export_datastore(conn, spec, dest, *, parallel, timeout, writer=None, disk_p
                                             expected_size=disk["capacity_bytes"], on_bytes=progress.add,
                                             timeout=timeout, cancel=cancel, retries=retries,
                                             backoff=TRANSFER_BACKOFF)
-        return _local_disk(disk, target, "raw", None, size), now
+        return local_disk(disk, target, "raw", None, size), now
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = [pool.submit(fetch, disk) for disk in disks]
@@ -540,133 +428,3 @@ def export_datastore(conn, spec, dest, *, parallel, timeout, writer=None, disk_p
             cancel.set()
             raise
     return [entry for entry, unused in results], sum(now for unused, now in results)
-
-
-# --------------------------------------------------------------------------- snapshots and CBT
-
-
-def create_snapshot(conn, vm, name=SNAPSHOT_NAME):
-    vm_label = vm_name(conn, vm)
-    task = call(conn, "snapshot %s" % vm_label, vm.CreateSnapshot_Task, name=name,
-                description="v2kvm.migrate sync point; removed after the copy", memory=False, quiesce=False)
-    wait_task(conn, task, "snapshot " + vm_label)
-    return read_call(conn, "read the new snapshot", lambda: task.info.result)
-
-
-def remove_snapshot(conn, vm, snapshot):
-    vm_label = vm_name(conn, vm)
-    wait_task(conn, call(conn, "remove the sync snapshot of %s" % vm_label, snapshot.RemoveSnapshot_Task,
-                         removeChildren=False), "remove the sync snapshot of " + vm_label)
-
-
-def enable_cbt(conn, vm):
-    """Turn on change tracking; vSphere applies it at the next stun, which the sync snapshot causes."""
-    if read_call(conn, "read the CBT setting", lambda: vm.config.changeTrackingEnabled):
-        return False
-    vm_label = vm_name(conn, vm)
-    wait_task(conn, call(conn, "enable change tracking on %s" % vm_label, vm.ReconfigVM_Task,
-                         spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT on " + vm_label)
-    return True
-
-
-def changed_areas(conn, vm, snapshot, device_key, change_id, capacity):
-    """All (start, length) QueryChangedDiskAreas reports since ``change_id`` ('*' = every allocated area)."""
-    areas, offset = [], 0
-    while offset < capacity:
-        info = read_call(conn, "query changed disk areas", vm.QueryChangedDiskAreas, snapshot=snapshot,
-                         deviceKey=device_key, startOffset=offset, changeId=change_id)
-        areas.extend((area.start, area.length) for area in (info.changedArea or []))
-        if not info.length:
-            break
-        offset = info.startOffset + info.length
-    return areas
-
-
-def warm_state_path(dest, name):
-    return os.path.join(dest, ".%s.v2kvm-warm.json" % name)
-
-
-def warm_sync(conn, vm, spec, dest, *, timeout, writer=None, guard=None):
-    """One sync: snapshot, copy what changed since the recorded changeIds (everything the first time),
-    record the new changeIds beside the copies, remove the snapshot. Returns the sync record."""
-    state_path = warm_state_path(dest, spec["name"])
-    state = _warm_state(state_path, spec)
-    records = state.setdefault("disks", {})
-    started = time.monotonic()
-    snapshot = create_snapshot(conn, vm)
-    session = transfer.new_session(conn)
-    try:
-        plan = _sync_plan(conn, vm, snapshot, spec, dest, records)
-        require_room(dest, _sync_need(plan), "the %s sync of %s" % (
-            "full" if any(step[3] for step in plan) else "delta", spec["name"]))
-        progress = Progress(writer, "sync", sum(length for *unused, areas in plan for unused, length in areas))
-        copied = {}
-        for disk, device, target, full, areas in plan:
-            copied[disk["id"]] = _copy_areas(session, conn, spec, disk, device, target, full, areas,
-                                             on_bytes=progress.add, timeout=timeout)
-            # Only after the bytes are on disk: a crash before this line re-copies the same areas.
-            records[disk["id"]] = {"file": target, "change_id": device.backing.changeId,
-                                   "capacity": disk["capacity_bytes"]}
-            write_json_atomic(state_path, state)
-    finally:
-        remove_snapshot(conn, vm, snapshot)
-    seconds = round(time.monotonic() - started, 3)
-    sync = {"kind": "full" if any(step[3] for step in plan) else "delta", "bytes": sum(copied.values()),
-            "bytes_per_disk": copied, "seconds": seconds,
-            "areas": sum(len(areas) for *unused, areas in plan), "powered_off": power_state(conn, vm) == "poweredOff"}
-    state.setdefault("syncs", []).append(dict(sync, at=int(time.time())))
-    write_json_atomic(state_path, state)
-    disks = [_local_disk(disk, records[disk["id"]]["file"], "raw", None, disk["capacity_bytes"])
-             for disk in spec["disks"]]
-    for entry in disks:
-        entry["change_id"] = records[entry["id"]]["change_id"]
-    return sync, disks, state
-
-
-def _warm_state(state_path, spec):
-    """The warm-sync state recorded in dest for this VM (empty the first time), refused when it is another VM's."""
-    state = read_json(state_path) or {}
-    if state.get("moid") not in (None, spec["source"]["moid"]) or \
-            state.get("instance_uuid") not in (None, spec["source"]["instance_uuid"]):
-        raise VsphereError("%s holds the warm-sync state of another VM (%s)" % (state_path, state.get("moid")),
-                           "use another dest directory, or remove it to start over")
-    state.update({"moid": spec["source"]["moid"], "instance_uuid": spec["source"]["instance_uuid"],
-                  "vcenter": spec["source"]["vcenter"]})
-    return state
-
-
-def _sync_plan(conn, vm, snapshot, spec, dest, records):
-    """[(disk, snapshot device, local target, full copy?, changed areas)] of one sync."""
-    snap_disks = {d.key: d for d in read_call(conn, "read the snapshot disks",
-                                              lambda: snapshot.config.hardware.device)
-                  if isinstance(d, vim.vm.device.VirtualDisk)}
-    plan = []
-    for disk in spec["disks"]:
-        device = snap_disks.get(disk["key"])
-        if device is None or not getattr(device.backing, "changeId", None):
-            raise VsphereError("the sync snapshot of %s has no change id for disk %s" % (spec["name"], disk["id"]),
-                               "CBT is not active yet on that disk: power-cycle the VM or remove all its "
-                               "snapshots, then run again")
-        target = os.path.join(dest, "%s-%s.raw" % (spec["name"], disk["id"]))
-        record = records.get(disk["id"]) or {}
-        full = (not record.get("change_id") or not os.path.exists(target)
-                or os.path.getsize(target) != disk["capacity_bytes"])
-        areas = changed_areas(conn, vm, snapshot, disk["key"], "*" if full else record["change_id"],
-                              disk["capacity_bytes"])
-        plan.append((disk, device, target, full, areas))
-    return plan
-
-
-def _copy_areas(session, conn, spec, disk, device, target, full, areas, *, on_bytes, timeout):
-    """Copy ``areas`` of the snapshot's base disk into ``target`` (made anew, sparse, for a full copy),
-    flushed to disk; returns the bytes copied."""
-    if full:
-        with open(target, "wb") as handle:
-            handle.truncate(disk["capacity_bytes"])
-    url = datastore_url(conn, spec["source"]["datacenter"], device.backing.fileName)
-    with open(target, "r+b") as handle:
-        copied = transfer.read_ranges(session, url, areas, handle, on_bytes=on_bytes,
-                                      label="disk %s of %s" % (disk["id"], spec["name"]), timeout=timeout)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return copied

@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _export_reconciler as rec
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_export as vexport
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_warm as vwarm
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_job import Interrupted
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vsphere_conn import VsphereError
 
@@ -109,7 +110,7 @@ def test_a_cold_copy_powers_off_when_asked_and_always_for_nfc(tmp_path, method, 
 def test_a_warm_sync_is_full_first_then_a_delta_once_changeids_are_recorded(tmp_path):
     params = FakeModule(dest=str(tmp_path), method="warm").params
     assert rec.plan_export(params, rec.current_state(params, _spec()))["sync"] == "full"
-    vexport.write_json_atomic(vexport.warm_state_path(str(tmp_path), "web01"),
+    vexport.write_json_atomic(vwarm.warm_state_path(str(tmp_path), "web01"),
                               {"moid": "vm-42", "disks": {"scsi0-0": {"change_id": "52 1/8"}}})
     _exported(str(tmp_path), _spec())  # a cold record never stops a warm sync
     plan = rec.plan_export(params, rec.current_state(params, _spec()))
@@ -139,7 +140,7 @@ def test_check_mode_of_a_vm_already_off_only_exports(tmp_path):
 
 
 def test_check_mode_of_a_warm_sync_names_its_kind_and_syncs_nothing(tmp_path):
-    vexport.write_json_atomic(vexport.warm_state_path(str(tmp_path), "web01"),
+    vexport.write_json_atomic(vwarm.warm_state_path(str(tmp_path), "web01"),
                               {"moid": "vm-42", "disks": {"scsi0-0": {"change_id": "52 1/8"}}})
     before = _snapshot(tmp_path)
     result = {"power_actions": []}
@@ -267,9 +268,9 @@ def test_a_delta_sync_needs_room_only_for_the_holes_its_areas_fall_into(tmp_path
         handle.seek(4 * MIB)
         handle.write(os.urandom(MIB))  # one MiB of data at 4 MiB
     areas = [(4 * MIB, MIB), (8 * MIB, 2 * MIB)]
-    holes = vexport._unallocated(str(copy), areas)
+    holes = vwarm._unallocated(str(copy), areas)
     if holes == 0:  # a file system without SEEK_HOLE reports the whole file as data
         pytest.skip("the file system of tmp_path does not report holes")
     assert holes == 2 * MIB, "the area over data needs nothing new"
-    assert vexport._sync_need([(None, None, str(copy), False, areas)]) == 2 * MIB
-    assert vexport._unallocated(str(tmp_path / "none.raw"), areas) == 3 * MIB, "no copy yet: every byte"
+    assert vwarm._sync_need([(None, None, str(copy), False, areas)]) == 2 * MIB
+    assert vwarm._unallocated(str(tmp_path / "none.raw"), areas) == 3 * MIB, "no copy yet: every byte"
