@@ -4,7 +4,8 @@ count (validate's boot watch) carries neither, and no rate leaks from one into t
 import json
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_file import ProgressWriter
-from ansible_collections.v2kvm.migrate.plugins.modules import validate
+from ansible_collections.v2kvm.migrate.plugins.module_utils._boot_watch import boot_stage
+from ansible_collections.v2kvm.migrate.plugins.module_utils._progress_job import ProgressJob
 
 MIB = 1 << 20
 
@@ -41,14 +42,22 @@ def test_a_stage_without_bytes_has_no_rate_and_the_next_byte_stage_starts_fresh(
     assert lines[-1]["stage"] == "compare disk1.qcow2" and lines[-1]["rate"] == 0, lines[-1]
 
 
+def _console(job, text):
+    """What validate does with each read of the console: the boot stage it shows, if it changes."""
+    stage = boot_stage(text, job.stage)
+    if stage is not None:
+        job.update(stage)
+
+
 def test_validate_reports_the_newest_console_line_without_escape_sequences(tmp_path):
     path = tmp_path / "v.progress"
-    report = validate.Report(str(path))
-    report.console("")
-    # What SeaBIOS and syslinux print before the kernel: a terminal reset and a screen clear.
-    report.console("SeaBIOS (version 1.16)\r\n\x1bc\x1b[?7l\x1b[2J")
-    report.console("SeaBIOS (version 1.16)\r\n\x1bc\x1b[?7l\x1b[2J\r\n[    0.000000] Linux version 6.1.0\r\n\x07\r\n")
-    report.end(True)
+    with ProgressJob(str(path)) as job:
+        _console(job, "")
+        # What SeaBIOS and syslinux print before the kernel: a terminal reset and a screen clear.
+        _console(job, "SeaBIOS (version 1.16)\r\n\x1bc\x1b[?7l\x1b[2J")
+        _console(job, "SeaBIOS (version 1.16)\r\n\x1bc\x1b[?7l\x1b[2J\r\n"
+                      "[    0.000000] Linux version 6.1.0\r\n\x07\r\n")
+        job.finish(True, 0, 0)
     stages = [line["stage"] for line in _lines(path)]
     assert stages == ["boot: waiting for the first console line", "boot: SeaBIOS (version 1.16)",
                       "boot: [    0.000000] Linux version 6.1.0", "done"], stages
@@ -56,10 +65,10 @@ def test_validate_reports_the_newest_console_line_without_escape_sequences(tmp_p
 
 
 def test_validate_without_a_progress_file_writes_nothing(tmp_path):
-    report = validate.Report(None)
-    report.console("[    0.000000] Linux version 6.1.0\n")
-    report.bytes_of("compare disk0.qcow2", 64 * MIB)(0.5)
-    report.end(False)
+    with ProgressJob(None) as job:
+        _console(job, "[    0.000000] Linux version 6.1.0\n")
+        job.bytes_of("compare disk0.qcow2", 64 * MIB)(0.5)
+        job.finish(False)
     assert list(tmp_path.iterdir()) == []
 
 
