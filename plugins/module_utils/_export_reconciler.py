@@ -149,7 +149,7 @@ class ExportReconciler:
 
     def _guard(self, wanted_off):
         return vpower.PowerGuard(self.conn, self.vm, shutdown_timeout=self.params["shutdown_timeout"],
-                                  allow_hard_power_off=self.params["allow_hard_power_off"], wanted_off=wanted_off)
+                                 allow_hard_power_off=self.params["allow_hard_power_off"], wanted_off=wanted_off)
 
     def _export_cold(self, plan):
         guard = self._guard(plan["power_off"])
@@ -195,7 +195,7 @@ class ExportReconciler:
             with guard:
                 while not syncs or sync_again(syncs, budget, params["max_syncs"]):
                     sync, disks, state = vwarm.warm_sync(self.conn, self.vm, self.spec, params["dest"],
-                                                           timeout=params["timeout"], writer=self.job)
+                                                         timeout=params["timeout"], writer=self.job)
                     syncs.append(sync)
             if params["cutover"]:
                 state["cut_over"] = int(time.time())

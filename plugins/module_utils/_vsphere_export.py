@@ -92,7 +92,6 @@ def _size_or_zero(path):
         return 0
 
 
-
 def datastore_need(spec, dest):
     """Bytes a datastore download of every disk still writes into dest (flat files are copied whole; a kept
     ``.part`` is resumed)."""
