@@ -130,7 +130,7 @@ import time
 from ansible import constants as C
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._ansible_events import AnsibleEventSource
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._ansible_events import AnsibleEventSource, ForwardsToSource
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._callback_options import option_vars, options_from_play
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import CLOCK_REDRAW, LineView, TerminalView
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._event_log_sink import EventLogSink
@@ -157,7 +157,7 @@ def plain_output_wanted(environ=None, stream=None) -> bool:
         return True
 
 
-class CallbackModule(CallbackBase):
+class CallbackModule(ForwardsToSource, CallbackBase):
     """The event source with the terminal or line view, the event log and the reports as its sinks."""
 
     CALLBACK_VERSION = 2.0
@@ -254,11 +254,6 @@ class CallbackModule(CallbackBase):
         # a background job stops it on the target before exiting (see docs/dashboard.md).
         os.kill(os.getpid(), signal.SIGINT)
 
-    def _at_exit(self):
-        """ansible-playbook stopped early (Ctrl-C, q, a fatal error) and sent no stats: end the run here."""
-        if self._started:
-            self.source.interrupt()
-
     # -- callback methods -----------------------------------------------------------------------
 
     def v2_playbook_on_start(self, playbook):
@@ -278,24 +273,3 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_handler_task_start(self, task):
         self.source.tick()
-
-    def v2_runner_on_start(self, host, task):
-        self.source.runner_start(host, task)
-
-    def v2_runner_on_async_poll(self, result):
-        self.source.async_poll(result)
-
-    def v2_runner_on_ok(self, result):
-        self.source.runner_ok(result)
-
-    def v2_runner_on_failed(self, result, ignore_errors=False):
-        self.source.runner_failed(result, ignore_errors)
-
-    def v2_runner_on_skipped(self, result):
-        self.source.runner_skipped(result)
-
-    def v2_runner_on_unreachable(self, result):
-        self.source.runner_unreachable(result)
-
-    def v2_playbook_on_stats(self, stats):
-        self.source.stats(stats)

@@ -148,7 +148,7 @@ import time
 
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.v2kvm.migrate.plugins.plugin_utils._ansible_events import AnsibleEventSource
+from ansible_collections.v2kvm.migrate.plugins.plugin_utils._ansible_events import AnsibleEventSource, ForwardsToSource
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._callback_options import option_vars, options_from_play
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._run_end_hook import register_end_hook
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._web_publisher import PublisherError
@@ -161,7 +161,7 @@ _PUBLISHER_OPTIONS = ("url", "token", "host", "port", "allow_hosts", "auth_reads
                       "run_label", "validate_certs", "ca_path")
 
 
-class CallbackModule(CallbackBase):
+class CallbackModule(ForwardsToSource, CallbackBase):
     """The event source with one sink: the publisher to the web dashboard."""
 
     CALLBACK_VERSION = 2.0
@@ -189,11 +189,6 @@ class CallbackModule(CallbackBase):
         if self._exit_hook_wanted:
             self._exit_hook_wanted = False
             register_end_hook(self._at_exit)
-
-    def _at_exit(self):
-        """ansible-playbook stopped early and sent no stats: the run ends here, the page shows it."""
-        if self._started:
-            self.source.interrupt()
 
     def _open(self):
         """v2kvm_web_<option> read from the first play: the publisher starts and gets what waited."""
@@ -230,24 +225,3 @@ class CallbackModule(CallbackBase):
             self._open()
         self._start()
         self.source.play_start(play)
-
-    def v2_runner_on_start(self, host, task):
-        self.source.runner_start(host, task)
-
-    def v2_runner_on_async_poll(self, result):
-        self.source.async_poll(result)
-
-    def v2_runner_on_ok(self, result):
-        self.source.runner_ok(result)
-
-    def v2_runner_on_failed(self, result, ignore_errors=False):
-        self.source.runner_failed(result, ignore_errors)
-
-    def v2_runner_on_skipped(self, result):
-        self.source.runner_skipped(result)
-
-    def v2_runner_on_unreachable(self, result):
-        self.source.runner_unreachable(result)
-
-    def v2_playbook_on_stats(self, stats):
-        self.source.stats(stats)

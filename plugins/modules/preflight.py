@@ -51,16 +51,7 @@ options:
     default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: N/A
-  platform:
-    platforms: posix
-  idempotent:
-    description: Reads only.
-    support: full
+  - v2kvm.migrate.read_only
 author:
   - v2kvm.migrate developers (@v2kvm)
 """

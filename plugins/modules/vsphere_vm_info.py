@@ -26,16 +26,7 @@ options:
 extends_documentation_fragment:
   - v2kvm.migrate.vsphere
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: N/A
-  platform:
-    platforms: posix
-  idempotent:
-    description: Reads only.
-    support: full
+  - v2kvm.migrate.read_only
 author:
   - v2kvm.migrate developers (@v2kvm)
 """

@@ -250,3 +250,41 @@ class AnsibleEventSource:
             self.finished = True
             for sink in self.sinks:
                 sink.close()
+
+
+class ForwardsToSource:
+    """The callback methods that only hand Ansible's call to the callback's ``source`` (an
+    AnsibleEventSource), shared by the dashboard and web callbacks.
+
+    ansible-core dispatches callbacks by method name, so the methods must be on the callback class; this
+    mixin holds them once. It adds no state: the callback composes its source and sinks itself.
+    """
+
+    source: AnsibleEventSource
+    _started: bool
+
+    def _at_exit(self):
+        """ansible-playbook stopped early (Ctrl-C, q, a fatal error) and sent no stats: end the run here."""
+        if self._started:
+            self.source.interrupt()
+
+    def v2_runner_on_start(self, host, task):
+        self.source.runner_start(host, task)
+
+    def v2_runner_on_async_poll(self, result):
+        self.source.async_poll(result)
+
+    def v2_runner_on_ok(self, result):
+        self.source.runner_ok(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self.source.runner_failed(result, ignore_errors)
+
+    def v2_runner_on_skipped(self, result):
+        self.source.runner_skipped(result)
+
+    def v2_runner_on_unreachable(self, result):
+        self.source.runner_unreachable(result)
+
+    def v2_playbook_on_stats(self, stats):
+        self.source.stats(stats)
