@@ -30,6 +30,7 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils import _preflight_ru
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_conn as vconn  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_export as vexport  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_spec as vspec  # noqa: E402
+from ansible_collections.v2kvm.migrate.plugins.module_utils import _vsphere_warm as vwarm  # noqa: E402
 
 DISK_MIB = 512
 
@@ -153,14 +154,14 @@ def bench_warm(sim, work):
     with _connect(sim) as conn:
         ref, props, place, pgs = vspec.find_vm(conn, name="bench-warm")
         spec = vspec.build_spec(ref, props, place, conn.host, portgroups=pgs)
-        vexport.enable_cbt(conn, ref)
-        full = vexport.warm_sync(conn, ref, spec, dest, timeout=60)[0]
+        vwarm.enable_cbt(conn, ref)
+        full = vwarm.warm_sync(conn, ref, spec, dest, timeout=60)[0]
         blocks = size // 65536
         with open(flat, "r+b") as handle:
             for block in random.Random(1).sample(range(blocks), blocks // 10):  # noqa: S311
                 handle.seek(block * 65536)
                 handle.write(os.urandom(512))
-        delta = vexport.warm_sync(conn, ref, spec, dest, timeout=60)[0]
+        delta = vwarm.warm_sync(conn, ref, spec, dest, timeout=60)[0]
     ratio = delta["bytes"] / full["bytes"]
     print("warm: delta %d bytes vs full %d bytes -> ratio %.3f (goal <= 0.15)" % (delta["bytes"], full["bytes"], ratio))
 
