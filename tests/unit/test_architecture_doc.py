@@ -84,3 +84,10 @@ def test_each_diagram_is_a_mermaid_flowchart_of_existing_files(name):
     assert text.startswith("flowchart "), "%s is not a mermaid flowchart" % name
     files = set(re.findall(r"\b(\w+\.py)\b", text))
     assert files and not files - python_files(), sorted(files - python_files())
+
+
+def test_unit_tests_are_laid_out_like_the_plugin_types_they_test():
+    tests = os.path.join(REPO, "tests", "unit", "plugins")
+    layout = sorted(name for name in os.listdir(tests) if os.path.isdir(os.path.join(tests, name))
+                    and name != "__pycache__")
+    assert layout and set(layout) <= set(os.listdir(PLUGINS)), layout

@@ -13,19 +13,24 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils import _kvm_migratio
 
 
 class StubbornDomain:
-    """A source domain whose migration lasts ``seconds`` and whose abortJob does ``abort``."""
+    """A source domain whose migration lasts ``seconds`` and whose abortJob does ``abort``; with
+    ``complete_after`` the migration completes once that many aborts were asked (so the test waits for the
+    aborts themselves, not for a clock a loaded machine can outrun)."""
 
-    def __init__(self, seconds, abort):
+    def __init__(self, seconds, abort, complete_after=None):
         self.finished = threading.Event()
+        self.completed = threading.Event()
         self.seconds = seconds
         self.abort = abort
+        self.complete_after = complete_after
         self.aborts = 0
 
     def name(self):
         return "web01"
 
     def migrateToURI3(self, uri, params, flags):
-        if self.finished.wait(self.seconds):
+        # Ends at the latest after ``seconds``; by an obeyed abort (finished) it ends as cancelled.
+        if self.completed.wait(self.seconds) and self.finished.is_set():
             raise libvirt.libvirtError("operation aborted: migration out job: canceled by client")
 
     def jobStats(self, flags):
@@ -33,17 +38,20 @@ class StubbornDomain:
 
     def abortJob(self):
         self.aborts += 1
+        if self.complete_after and self.aborts >= self.complete_after:
+            self.completed.set()
         if self.abort == "refuse":
             raise libvirt.libvirtError("Timed out during operation: cannot acquire state change lock")
         if self.abort == "obey":
             self.finished.set()
+            self.completed.set()
 
     def isActive(self):
         return True
 
 
 def test_a_refused_abort_is_reported_with_libvirts_reason_when_the_job_completes():
-    dom = StubbornDomain(1.0, "refuse")
+    dom = StubbornDomain(60, "refuse", complete_after=2)
     outcome = mig.live_migrate(dom, "qemu+tcp://h3/system", {"timeout": 0.2}, poll=0.05)
     assert dom.aborts >= 2, "the abort is asked again at every poll"
     assert outcome["abort_missed"].startswith("timeout of 0 s reached, but the migration completed")
@@ -51,7 +59,7 @@ def test_a_refused_abort_is_reported_with_libvirts_reason_when_the_job_completes
 
 
 def test_an_accepted_abort_that_the_job_outruns_is_reported_too():
-    dom = StubbornDomain(0.5, "ignore")
+    dom = StubbornDomain(60, "ignore", complete_after=1)
     outcome = mig.live_migrate(dom, "qemu+tcp://h3/system", {"timeout": 0.2}, poll=0.05)
     assert "libvirt accepted the abort, but the job went on" in outcome["abort_missed"]
 
