@@ -9,46 +9,9 @@ from defusedxml import ElementTree as ET
 from ansible_collections.v2kvm.migrate.plugins.callback import dashboard
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._dashboard_view import TerminalView
 from ansible_collections.v2kvm.migrate.plugins.plugin_utils._migration_events import MigrationBoard
+from rig.ansible_fakes import FakeClock, Host, Result, Stats, Task
 
 GIB = 1 << 30
-
-
-class FakeClock:
-    def __init__(self, start=1_700_000_000.0):
-        self.now = start
-
-    def __call__(self):
-        return self.now
-
-
-class Host:
-    def __init__(self, name):
-        self.name = name
-
-    def get_name(self):
-        return self.name
-
-
-class Task:
-    def __init__(self, name, uuid, action="v2kvm.migrate.disk_convert"):
-        self.name, self._uuid, self.action = name, uuid, action
-
-    def get_name(self):
-        return self.name
-
-
-class Result:
-    def __init__(self, host, task, data):
-        self._host, self._task, self._result = host, task, data
-
-
-class Stats:
-    def __init__(self, summary):
-        self.processed = dict.fromkeys(summary, 1)
-        self._summary = summary
-
-    def summarize(self, host):
-        return self._summary[host]
 
 
 def make_callback(tmp_path, mode="line", clock=None, stream=None, **options):

@@ -5,34 +5,7 @@ closes the publisher with its warnings; beside the dashboard callback both see t
 import io
 
 from ansible_collections.v2kvm.migrate.plugins.callback import dashboard, web
-
-
-class Host:
-    def __init__(self, name):
-        self.name = name
-
-    def get_name(self):
-        return self.name
-
-
-class Task:
-    def __init__(self, name, uuid, action="v2kvm.migrate.validate"):
-        self.name, self._uuid, self.action = name, uuid, action
-
-    def get_name(self):
-        return self.name
-
-
-class Result:
-    def __init__(self, host, task, data):
-        self._host, self._task, self._return_data = host, task, data
-
-
-class Stats:
-    processed = {"web01": 1}
-
-    def summarize(self, host):
-        return {"failures": 0, "unreachable": 0}
+from rig.ansible_fakes import Host, Result, Stats, Task
 
 
 class Inventory:
@@ -99,7 +72,7 @@ def make_web(monkeypatch):
 
 def run(callbacks, play):
     host = Host("web01")
-    validate = Task("Validate the migrated guest", "u-val")
+    validate = Task("Validate the migrated guest", "u-val", "v2kvm.migrate.validate")
     result = Result(host, validate, {"changed": True, "verdict": {"booted": True, "console": "login:\x1b[0m"},
                                      "_ansible_delegated_vars": {"ansible_delegated_host": "kvm2"}})
     for cb in callbacks:
@@ -107,7 +80,7 @@ def run(callbacks, play):
     for cb in callbacks:
         cb.v2_playbook_on_play_start(play)
     for call, args in (("v2_runner_on_start", (host, validate)), ("v2_runner_on_ok", (result,)),
-                       ("v2_playbook_on_stats", (Stats(),))):
+                       ("v2_playbook_on_stats", (Stats({"web01": {"failures": 0, "unreachable": 0}}),))):
         for cb in callbacks:
             getattr(cb, call)(*args)
 

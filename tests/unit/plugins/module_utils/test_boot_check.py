@@ -45,13 +45,6 @@ class Module:
 
 
 @pytest.fixture
-def conn():
-    c = libvirt.open("test:///default")
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def domains(conn):
     made = []
     yield made

@@ -11,6 +11,8 @@ import pytest
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _convert_source, _convert_state, _qemu_img
 from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_conversion import DiskConversion
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 MIB = 1 << 20
 DEFAULTS = {"disk": None, "container": None, "src": None, "src_format": "vmdk", "dest": None,
@@ -18,24 +20,8 @@ DEFAULTS = {"disk": None, "container": None, "src": None, "src_format": "vmdk", 
             "verify": "digest"}
 
 
-class Failed(Exception):
-    pass
-
-
-class FakeModule:
-    """The part of AnsibleModule the reconciler uses."""
-
-    def __init__(self, check_mode=False, diff=False, **params):
-        self.params = dict(DEFAULTS, **params)
-        self.check_mode = check_mode
-        self._diff = diff
-        self.warnings = []
-
-    def warn(self, text):
-        self.warnings.append(text)
-
-    def fail_json(self, msg, **_kwargs):
-        raise Failed(msg)
+def FakeModule(**options):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule(DEFAULTS, **options)
 
 
 def run(**options):

@@ -17,6 +17,8 @@ libvirt = pytest.importorskip("libvirt")
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_reconciler as rec  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._convert_state import sidecar_path  # noqa: E402
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 DEFAULTS = dict(
     uri="test:///default", name=None, spec=None, disks=None, disk_format=None, network_map={},
@@ -26,31 +28,8 @@ DEFAULTS = dict(
 )
 
 
-class Failed(Exception):
-    pass
-
-
-class FakeModule:
-    """What the reconciler uses of an AnsibleModule; fail_json raises like exit would."""
-
-    def __init__(self, check_mode=False, diff=False, **params):
-        self.params = dict(DEFAULTS, **params)
-        self.check_mode = check_mode
-        self._diff = diff
-        self.warnings = []
-
-    def warn(self, msg):
-        self.warnings.append(msg)
-
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs["msg"])
-
-
-@pytest.fixture
-def conn():
-    c = libvirt.open("test:///default")
-    yield c
-    c.close()
+def FakeModule(**options):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule(DEFAULTS, **options)
 
 
 @pytest.fixture

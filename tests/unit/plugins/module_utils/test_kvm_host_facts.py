@@ -6,6 +6,8 @@ import pytest
 libvirt = pytest.importorskip("libvirt")
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._kvm_host_facts import run  # noqa: E402
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 URI = "test:///default"
 STOPPED = """<domain type='test'><name>stopped01</name><memory unit='MiB'>512</memory><vcpu>3</vcpu>
@@ -16,21 +18,9 @@ STOPPED = """<domain type='test'><name>stopped01</name><memory unit='MiB'>512</m
 </devices></domain>"""
 
 
-class Failed(Exception):
-    pass
-
-
-class FakeModule:
-    """What run() uses of an AnsibleModule; fail_json stops like the real one does."""
-
-    check_mode = False
-
-    def __init__(self, **params):
-        self.params = dict({"uri": URI, "name": None, "maintenance": False, "pool": None,
-                            "probe_domain_type": False}, **params)
-
-    def fail_json(self, **result):
-        raise Failed(result)
+def FakeModule(**options):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule({"uri": URI, "name": None, "maintenance": False, "pool": None,
+                                  "probe_domain_type": False}, **options)
 
 
 @pytest.fixture
@@ -74,4 +64,4 @@ def test_the_node_name_defaults_to_the_hostname_libvirt_reports(conn):
 def test_an_unreachable_host_fails_naming_the_fix():
     with pytest.raises(Failed) as failed:
         run(FakeModule(uri="nosuchdriver:///system"))
-    assert failed.value.args[0]["msg"].startswith("cannot open libvirt URI nosuchdriver:///system")
+    assert failed.value.result["msg"].startswith("cannot open libvirt URI nosuchdriver:///system")

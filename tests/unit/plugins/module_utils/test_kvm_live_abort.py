@@ -12,6 +12,13 @@ libvirt = pytest.importorskip("libvirt")
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _kvm_migration as mig  # noqa: E402
 
 
+def libvirt_error(message):
+    """A libvirtError saying ``message``: libvirt-python takes the thread's last libvirt error instead when
+    there is one (an earlier test's failed connection), so that is cleared first."""
+    libvirt.virResetLastError()
+    return libvirt.libvirtError(message)
+
+
 class StubbornDomain:
     """A source domain whose migration lasts ``seconds`` and whose abortJob does ``abort``; with
     ``complete_after`` the migration completes once that many aborts were asked (so the test waits for the
@@ -31,7 +38,7 @@ class StubbornDomain:
     def migrateToURI3(self, uri, params, flags):
         # Ends at the latest after ``seconds``; by an obeyed abort (finished) it ends as cancelled.
         if self.completed.wait(self.seconds) and self.finished.is_set():
-            raise libvirt.libvirtError("operation aborted: migration out job: canceled by client")
+            raise libvirt_error("operation aborted: migration out job: canceled by client")
 
     def jobStats(self, flags):
         return {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "data_processed": 1, "data_total": 2}
@@ -41,7 +48,7 @@ class StubbornDomain:
         if self.complete_after and self.aborts >= self.complete_after:
             self.completed.set()
         if self.abort == "refuse":
-            raise libvirt.libvirtError("Timed out during operation: cannot acquire state change lock")
+            raise libvirt_error("Timed out during operation: cannot acquire state change lock")
         if self.abort == "obey":
             self.finished.set()
             self.completed.set()

@@ -19,13 +19,6 @@ DOMAIN = """<domain type='test'><name>{name}</name><memory>65536</memory><os><ty
 </devices></domain>"""
 
 
-@pytest.fixture
-def conn():
-    c = libvirt.open("test:///default")
-    yield c
-    c.close()
-
-
 def define_pool(conn, name, path, pool_type="dir"):
     pool = conn.storagePoolDefineXML("<pool type='%s'><name>%s</name><target><path>%s</path></target></pool>"
                                      % (pool_type, name, path), 0)

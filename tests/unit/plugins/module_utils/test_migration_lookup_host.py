@@ -13,23 +13,15 @@ from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_lookup im
     run,
 )
 from ansible_collections.v2kvm.migrate.plugins.module_utils._vm_spec import domain_name_for  # noqa: E402
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 URI = "test:///default"
 VALIDATED_AT = "2026-11-23T12:00:00Z"
 
 
-class Failed(Exception):
-    pass
-
-
-class FakeModule:
-    """What run() uses of an AnsibleModule; fail_json stops like the real one does."""
-
-    def __init__(self, **params):
-        self.params = dict({"uri": URI, "source_path": None, "name": None}, **params)
-
-    def fail_json(self, **result):
-        raise Failed(result)
+def FakeModule(**options):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule({"uri": URI, "source_path": None, "name": None}, **options)
 
 
 @pytest.fixture
@@ -115,4 +107,4 @@ def test_without_a_source_the_host_lists_every_migration_the_same_way_as_read_li
 def test_an_unreachable_host_fails_naming_the_fix():
     with pytest.raises(Failed) as failed:
         run(FakeModule(uri="nosuchdriver:///system"))
-    assert failed.value.args[0]["msg"].startswith("cannot open libvirt URI nosuchdriver:///system")
+    assert failed.value.result["msg"].startswith("cannot open libvirt URI nosuchdriver:///system")

@@ -18,6 +18,8 @@ libvirt = pytest.importorskip("libvirt")
 from ansible_collections.v2kvm.migrate.plugins.module_utils._migration_reconciler import (  # noqa: E402
     MigrationReconciler,
 )
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 DOMAIN = """<domain type='test'><name>{name}</name><memory>{memory_kib}</memory><vcpu>1</vcpu>
 <os><type>hvm</type></os><devices>
@@ -28,31 +30,15 @@ VOLUME = """<volume><name>{name}.raw</name><capacity>{size}</capacity><allocatio
 <target><path>{pool_dir}/{name}.raw</path></target></volume>"""
 
 
-class Failed(Exception):
-    def __init__(self, result):
-        super().__init__(result["msg"])
-        self.result = result
-
-
-class FakeModule:
-    """What the reconciler uses of an AnsibleModule; fail_json raises, as the real one never returns."""
-
-    def __init__(self, check_mode=False, **params):
-        self.params = dict(name="web01", nodes=NODES, source="a", target="b", mode="live", copy_storage="all",
-                           target_pool="v2kvm", migrate_uri=None, bandwidth_mib=None, max_downtime_ms=None,
-                           auto_converge=False, post_copy=False, post_copy_after=30, timeout=3600,
-                           shutdown_timeout=120, force_shutdown=False, start=True, validate_seconds=10,
-                           success_pattern="V2KVM-BOOT-OK|login:", failure_patterns=None,
-                           require_success_pattern=False, remove_source_storage=False, progress_file=None)
-        self.params.update(params)
-        self.check_mode = check_mode
-        self.warnings = []
-
-    def warn(self, msg):
-        self.warnings.append(msg)
-
-    def fail_json(self, **result):
-        raise Failed(result)
+def FakeModule(check_mode=False, **params):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule(dict(
+        name="web01", nodes=NODES, source="a", target="b", mode="live", copy_storage="all",
+        target_pool="v2kvm", migrate_uri=None, bandwidth_mib=None, max_downtime_ms=None,
+        auto_converge=False, post_copy=False, post_copy_after=30, timeout=3600,
+        shutdown_timeout=120, force_shutdown=False, start=True, validate_seconds=10,
+        success_pattern="V2KVM-BOOT-OK|login:", failure_patterns=None,
+        require_success_pattern=False, remove_source_storage=False, progress_file=None),
+        check_mode=check_mode, **params)
 
 
 NODES = [{"name": "a", "uri": "test:///node-a"}, {"name": "b", "uri": "test:///node-b"}]

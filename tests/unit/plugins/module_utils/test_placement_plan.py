@@ -4,22 +4,14 @@ and when the module fails."""
 import pytest
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils._placement import read_maintenance_file, run
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 GIB = 1024 ** 3
 
 
-class Failed(Exception):
-    pass
-
-
-class FakeModule:
-    """What run() uses of an AnsibleModule; fail_json stops like the real one does."""
-
-    def __init__(self, **params):
-        self.params = dict(PARAMS, **params)
-
-    def fail_json(self, **result):
-        raise Failed(result)
+def FakeModule(**options):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule(PARAMS, **options)
 
 
 def host(name, memory=8192):
@@ -70,7 +62,7 @@ def test_a_vm_that_fits_nowhere_fails_with_the_plan_unless_dry_run():
     vms = [vm("small"), vm("huge", memory=65536)]
     with pytest.raises(Failed) as failed:
         run(FakeModule(vms=vms))
-    result = failed.value.args[0]
+    result = failed.value.result
     assert result["msg"].startswith("no host can take huge (65536 MiB, 1 vCPUs, 1024 MiB disk): a: not enough RAM")
     assert [u["id"] for u in result["unplaced"]] == ["id-huge"] and list(result["by_id"]) == ["id-small"]
     planned = run(FakeModule(vms=vms, dry_run=True))
@@ -80,11 +72,11 @@ def test_a_vm_that_fits_nowhere_fails_with_the_plan_unless_dry_run():
 def test_input_that_cannot_be_planned_fails_naming_the_fix():
     with pytest.raises(Failed) as failed:
         run(FakeModule(vms=[vm("x"), vm("y")], depends_on={"x": ["y"], "y": ["x"]}))
-    assert failed.value.args[0] == {"msg": "the declared dependencies form a cycle (x -> y -> x): remove one of "
+    assert failed.value.result == {"msg": "the declared dependencies form a cycle (x -> y -> x): remove one of "
                                            "these dependencies"}
     with pytest.raises(Failed) as failed:
         run(FakeModule(vms=[vm("x")], hosts=[host("a"), host("a")]))
-    assert failed.value.args[0] == {"msg": "host names must be unique; duplicates: a"}
+    assert failed.value.result == {"msg": "host names must be unique; duplicates: a"}
     with pytest.raises(Failed) as failed:
         run(FakeModule(vms=[vm("x")], concurrency=0))
-    assert failed.value.args[0] == {"msg": "concurrency must be at least 1"}
+    assert failed.value.result == {"msg": "concurrency must be at least 1"}

@@ -12,29 +12,12 @@ libvirt = pytest.importorskip("libvirt")
 
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _pool_reconciler as rec  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._libvirt_adapter import lookup_pool  # noqa: E402
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 
-class Failed(Exception):
-    pass
-
-
-class FakeModule:
-    """What the reconciler uses of an AnsibleModule; fail_json raises like exit would."""
-
-    def __init__(self, check_mode=False, diff=False, **params):
-        self.params = dict(dict(uri="test:///default", path=None, state="present"), **params)
-        self.check_mode = check_mode
-        self._diff = diff
-
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs["msg"])
-
-
-@pytest.fixture
-def conn():
-    c = libvirt.open("test:///default")
-    yield c
-    c.close()
+def FakeModule(**options):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule(dict(uri="test:///default", path=None, state="present"), **options)
 
 
 @pytest.fixture

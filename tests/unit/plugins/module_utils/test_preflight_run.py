@@ -8,23 +8,15 @@ libvirt = pytest.importorskip("libvirt")
 from ansible_collections.v2kvm.migrate.plugins.module_utils import _domain_metadata as meta_xml  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._disk_room import free_bytes  # noqa: E402
 from ansible_collections.v2kvm.migrate.plugins.module_utils._preflight_rules import run  # noqa: E402
+from rig import fake_module  # noqa: E402
+from rig.fake_module import Failed  # noqa: E402
 
 URI = "test:///default"
 
 
-class Failed(Exception):
-    pass
-
-
-class FakeModule:
-    """What run() uses of an AnsibleModule; fail_json stops like the real one does."""
-
-    def __init__(self, **params):
-        self.params = dict({"mode": "cold", "target_path": None, "uri": None, "existing_names": [],
-                            "fail_on_critical": True}, **params)
-
-    def fail_json(self, **result):
-        raise Failed(result)
+def FakeModule(**options):  # noqa: N802 (stands in for the class)
+    return fake_module.FakeModule({"mode": "cold", "target_path": None, "uri": None, "existing_names": [],
+                                  "fail_on_critical": True}, **options)
 
 
 @pytest.fixture
@@ -61,7 +53,7 @@ def test_the_unfinished_domain_of_this_same_source_is_no_name_conflict(conn, tmp
     # Another source of the same name does clash, and a critical finding fails the module.
     with pytest.raises(Failed) as failed:
         run(FakeModule(spec=spec("web01", str(tmp_path / "other.ova")), uri=URI))
-    result = failed.value.args[0]
+    result = failed.value.result
     assert result["msg"].startswith("pre-flight of web01 found 1 critical problem(s): a domain named web01 already "
                                     "exists on the target. Fix: ")
     assert result["blocked"] is True and [f["rule"] for f in result["findings"]] == ["name_conflict"]
@@ -87,4 +79,4 @@ def test_disks_are_compared_with_the_free_space_of_the_nearest_existing_parent(t
 def test_an_unreachable_target_fails_naming_the_fix():
     with pytest.raises(Failed) as failed:
         run(FakeModule(spec=spec("app01", None), uri="nosuchdriver:///system"))
-    assert failed.value.args[0]["msg"].startswith("cannot open libvirt URI nosuchdriver:///system")
+    assert failed.value.result["msg"].startswith("cannot open libvirt URI nosuchdriver:///system")
