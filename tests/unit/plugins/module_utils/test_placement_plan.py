@@ -73,7 +73,7 @@ def test_input_that_cannot_be_planned_fails_naming_the_fix():
     with pytest.raises(Failed) as failed:
         run(FakeModule(vms=[vm("x"), vm("y")], depends_on={"x": ["y"], "y": ["x"]}))
     assert failed.value.result == {"msg": "the declared dependencies form a cycle (x -> y -> x): remove one of "
-                                           "these dependencies"}
+                                   "these dependencies"}
     with pytest.raises(Failed) as failed:
         run(FakeModule(vms=[vm("x")], hosts=[host("a"), host("a")]))
     assert failed.value.result == {"msg": "host names must be unique; duplicates: a"}
