@@ -15,7 +15,6 @@ checksum unchanged.
 """
 
 import glob
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import time
 import uuid
 
 import pytest
+from rig.digests import file_sha256
 from rig.appliances import raw_disk_paths
 from rig.kill_run import Run, kill_all, kill_when, module_processes, progress_samples, seeded_rng, wait_gone
 from rig.libvirt_cleanup import remove_domains, remove_pool
@@ -44,14 +44,6 @@ BUILD = os.path.join(REPO, ".work", "test-cache", "build")
 SLOW_CONVERT = 512 * 1024  # bytes/s for a run that is to be killed mid-convert (the demo disk holds ~12 MiB)
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Migration:
     """One demo VM migrated into a pool of its own, and what the checks after each run need to know."""
 
@@ -68,7 +60,7 @@ class Migration:
             # (simulator VM name, its flat disk file, the raw image its bytes came from, group vars)
             self.name, self.source, self.raw, vsphere_vars = vsphere
             self.work = "/var/lib/libvirt/images/%s-work" % self.pool
-        self.source_sha = sha256(self.source)
+        self.source_sha = file_sha256(self.source)
         self.disk = os.path.join(self.pool_path, "%s-disk0.qcow2" % self.name)
         self.progress_dir = tmp_path / "progress"
         self.progress_dir.mkdir(exist_ok=True)
@@ -171,7 +163,7 @@ class Migration:
         if self.work and os.path.isdir(self.work):
             # The export's copies go once the migration is validated, or with the rollback; its lock with it.
             found += ["work %s" % f for f in os.listdir(self.work) if not expect_migrated or self.name in f]
-        if sha256(self.source) != self.source_sha:
+        if file_sha256(self.source) != self.source_sha:
             found.append("the source changed")
         return found
 

@@ -3,12 +3,12 @@ spec and placement, a failing pre hook stops its VM before anything is created, 
 the VM back or keeps it as asked, --check writes nothing and a re-run of a finished migration skips them.
 The hook that records is the one docs/fleet.md shows."""
 
-import hashlib
 import os
 import uuid
 
 import pytest
 import yaml
+from rig.digests import file_sha256
 from rig.doc_examples import example
 from rig.libvirt_cleanup import remove_domains, remove_pool
 from rig.playbook import run_playbook, write_inventory
@@ -31,14 +31,6 @@ POST_FAIL = """\
   ansible.builtin.fail:
     msg: DNS update refused
 """
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def our_domains(conn):
@@ -85,7 +77,7 @@ def rig(libvirt_daemon, appliances, tmp_path_factory):
         "migrate_vm_network_map": {"VM Network": "user"},
         "migrate_vm_boot_timeout": 300,
     }, hosts)
-    state = {"conn": conn, "inventory": inventory, "log": tmp / "log", "source": source, "digest": sha256(source),
+    state = {"conn": conn, "inventory": inventory, "log": tmp / "log", "source": source, "digest": file_sha256(source),
              "pre_fail": str(tmp / "pre_fail.yml"), "post_fail": str(tmp / "post_fail.yml")}
     yield state
     remove_domains(conn, our_domains(conn))
@@ -148,7 +140,7 @@ def test_hooks_run_see_the_vm_and_their_failures_stop_roll_back_or_keep(rig):
     assert reported["result"]["msg"].startswith(f"post hook {rig['post_fail']} failed: DNS update refused"), reported
 
     assert run.rc == 2
-    assert sha256(rig["source"]) == rig["digest"]
+    assert file_sha256(rig["source"]) == rig["digest"]
 
 
 def test_a_rerun_of_a_finished_migration_skips_the_hooks_and_changes_nothing(rig):

@@ -2,13 +2,13 @@
 check mode changes nothing, a real run leaves booted guests, the broken VM is rolled back,
 the sources stay byte-identical, and a second run changes nothing."""
 
-import hashlib
 import json
 import os
 import shutil
 import uuid
 
 import pytest
+from rig.digests import file_sha256
 from rig.libvirt_cleanup import remove_domains, remove_pool
 from rig.playbook import run_playbook, write_inventory
 
@@ -25,14 +25,6 @@ VMS = {  # inventory host -> (appliance, domain name, marker printed on the cons
     "t-uefi": ("demo-uefi", f"v2kvm-test-{RUN}-uefi", "demo-uefi"),
     "t-broken": ("demo-broken", f"v2kvm-test-{RUN}-broken", None),
 }
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def console(conn, name):
@@ -68,7 +60,7 @@ def fleet(libvirt_daemon, appliances, tmp_path_factory):
         "migrate_vm_network_map": {"VM Network": "user"},
         "migrate_vm_boot_timeout": 300,
     }, hosts)
-    sources = {app: sha256(appliances[app]) for app, _name, _marker in VMS.values()}
+    sources = {app: file_sha256(appliances[app]) for app, _name, _marker in VMS.values()}
     state = {"conn": conn, "inventory": inventory, "sources": sources, "appliances": appliances}
     yield state
     remove_domains(conn, our_domains(conn))
@@ -121,7 +113,7 @@ def test_real_run_boots_good_guests_and_rolls_back_the_broken_one(fleet, tmp_pat
 
     # The sources were only read.
     for app, digest in fleet["sources"].items():
-        assert sha256(fleet["appliances"][app]) == digest, app
+        assert file_sha256(fleet["appliances"][app]) == digest, app
 
     # Validation reported live: the bytes of its content compare, then the guest's console while it booted.
     events = [json.loads(line) for line in events_file.read_text().splitlines()]

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from rig.digests import file_sha256
 
 BOOT_OK = "V2KVM-BOOT-OK"
 DISKS = "V2KVM-DISKS"
@@ -110,14 +111,6 @@ def _run(argv, **kwargs):
 def _require_file(path, package):
     if not os.path.isfile(path):
         raise GuestImageError(f"{path} is missing: apt-get install -y {package}")
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def host_kernel():
@@ -421,4 +414,4 @@ def make_data_disk(path, *, capacity_mib=32, label="data", files):
 
 def file_digest(path):
     """Hex SHA-256 of a file (handy for comparing disks before and after a conversion)."""
-    return _sha256_file(path)
+    return file_sha256(path)
